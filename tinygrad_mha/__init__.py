@@ -1,0 +1,17 @@
+"""tinygrad_mha: reverse-mode autodiff over NumPy/CuPy, and a Keras-compatible MultiHeadAttention.
+
+    import tinygrad_mha as tm
+    x = tm.Tensor([[1.0, 2.0]], requires_grad=True)
+    (x * x).sum().backward()      # x.grad == [[2., 4.]]
+"""
+
+__version__ = "0.1.0"
+
+from .backend import cuda_available, set_seed
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .ops import (concatenate, dropout, einsum, log_softmax, matmul, softmax, stack, where)
+from .tensor import Tensor, enable_grad, grad, no_grad
+
+__all__ = ["__version__", "Tensor", "GradcheckError", "concatenate", "cuda_available", "dropout",
+           "einsum", "enable_grad", "grad", "gradcheck", "gradgradcheck", "log_softmax", "matmul",
+           "no_grad", "set_seed", "softmax", "stack", "where"]

@@ -1,0 +1,134 @@
+"""The one seam between tinygrad_mha and its array libraries.
+
+Every op asks its inputs which module they live in (``array_module``) instead of importing
+NumPy or CuPy itself, so the same code runs on the CPU (NumPy) and the GPU (CuPy). CuPy is
+imported lazily: a machine without it never pays for it and never sees it fail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+
+_cupy = None  # the imported cupy module, once "cuda" has been asked for
+
+
+def _import_cupy():
+    """Import CuPy on first use and check that a GPU is really there."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy
+    except ImportError as exc:
+        raise RuntimeError(
+            'device "cuda" needs CuPy, which is not installed: install it with '
+            '`pip install "tinygrad_mha[gpu]"` (or the cupy-cudaXXx wheel matching your CUDA)'
+        ) from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing or broken
+        raise RuntimeError(f'device "cuda" needs a working CUDA GPU, but CuPy reports: {exc}') from exc
+    if count < 1:
+        raise RuntimeError('device "cuda" needs a CUDA GPU, but CuPy found none')
+    _cupy = cupy
+    return cupy
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and sees at least one GPU."""
+    try:
+        _import_cupy()
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_device(device) -> str:
+    """Validate a device name; return it in canonical form ("cpu" or "cuda")."""
+    if device is None:
+        return "cpu"
+    if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    return device.split(":")[0]
+
+
+def xp_for(device: str):
+    """The array module (numpy or cupy) that holds arrays on ``device``."""
+    device = check_device(device)
+    return np if device == "cpu" else _import_cupy()
+
+
+def is_cupy_array(array) -> bool:
+    # Looking at the type's module avoids importing cupy just to ask.
+    return type(array).__module__.startswith("cupy")
+
+
+def array_module(array):
+    """numpy or cupy, whichever module ``array`` belongs to."""
+    return _cupy if _cupy is not None and is_cupy_array(array) else np
+
+
+def device_of(array) -> str:
+    return "cuda" if is_cupy_array(array) else "cpu"
+
+
+def to_device(array, device: str):
+    """Move an array to ``device``; a no-op when it is already there."""
+    device = check_device(device)
+    if device_of(array) == device:
+        return array
+    if device == "cpu":
+        return array.get()
+    return xp_for("cuda").asarray(array)
+
+
+def to_numpy(array) -> np.ndarray:
+    return array.get() if is_cupy_array(array) else np.asarray(array)
+
+
+# ---------------------------------------------------------------- random numbers
+# One generator per device. ``set_seed`` replaces them all, so that initialisers and dropout
+# become reproducible; without it they start from fresh OS entropy like NumPy's default_rng().
+_seed = None
+_generators: dict = {}
+
+
+def set_seed(seed) -> None:
+    """Seed every device's generator (initializers and dropout draw from them)."""
+    global _seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+    _seed = None if seed is None else int(seed)
+    _generators.clear()
+
+
+def make_generator(seed, device: str = "cpu"):
+    """A fresh generator for ``device`` seeded with ``seed`` (None: OS entropy)."""
+    return xp_for(device).random.default_rng(seed)
+
+
+def generator(device: str = "cpu"):
+    """The shared generator of ``device``."""
+    device = check_device(device)
+    if device not in _generators:
+        _generators[device] = make_generator(_seed, device)
+    return _generators[device]
+
+
+def get_state() -> tuple:
+    """An opaque snapshot of the random state, for tests that prove nothing drew from it."""
+    return _seed, {d: g.bit_generator.state for d, g in _generators.items() if d == "cpu"}
+
+
+def scatter_add(out, index, values) -> None:
+    """``out[index] += values`` in place, adding repeated indices up (NumPy's ``add.at``)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if not any(getattr(p, "ndim", 0) > 0 and p.dtype.kind in "iu" for p in parts):
+        out[index] += values  # basic or boolean index: no place is hit twice, no slow add.at
+    elif is_cupy_array(out):
+        import cupyx  # only reached when cupy is already in use
+        cupyx.scatter_add(out, index, values)
+    else:
+        np.add.at(out, index, values)
