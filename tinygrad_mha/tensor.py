@@ -37,23 +37,24 @@ class no_grad(contextlib.ContextDecorator):
     Ops run as usual but remember nothing for backward, so inference allocates no graph.
     """
 
+    _mode = False  # the grad mode inside the block
+
     def __enter__(self):
-        self._previous = _GradMode.enabled
-        _GradMode.enabled = False
+        # A stack, not one saved value: a decorated function that calls itself re-enters
+        # this same object before the outer call has exited.
+        self.__dict__.setdefault("_previous", []).append(_GradMode.enabled)
+        _GradMode.enabled = self._mode
         return self
 
     def __exit__(self, *exc):
-        _GradMode.enabled = self._previous  # restored even when the block raised
+        _GradMode.enabled = self._previous.pop()  # restored even when the block raised
         return False
 
 
 class enable_grad(no_grad):
     """The opposite of ``no_grad``: record the graph even inside a ``no_grad`` block."""
 
-    def __enter__(self):
-        self._previous = _GradMode.enabled
-        _GradMode.enabled = True
-        return self
+    _mode = True
 
 
 # ---------------------------------------------------------------- dtype and data handling
@@ -255,11 +256,14 @@ class Tensor:
     T = property(lambda self: _ops.transpose(self))
 
     # ------------------------------------------------------------ autograd entry points
-    def backward(self, grad=None, retain_graph: bool = False, create_graph: bool = False) -> None:
+    def backward(self, grad=None, retain_graph: bool | None = None, create_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
 
         ``grad`` is the upstream gradient; it may be left out only for a one-element tensor.
+        ``retain_graph`` defaults to ``create_graph`` (as in PyTorch): the recorded gradients
+        point into the forward graph, so differentiating them again needs it kept.
         """
+        retain_graph = create_graph if retain_graph is None else retain_graph
         if not self.requires_grad:
             raise RuntimeError("backward() called on a tensor that does not require grad "
                                "(no input of its computation has requires_grad=True)")
@@ -279,6 +283,8 @@ def _seed_grad(output: Tensor, grad, what: str) -> Tensor:
         raise ValueError(f"{what} must have the output's shape {output.shape}, got {grad.shape}")
     if grad.device != output.device:
         raise ValueError(f"{what} is on {grad.device} but the output is on {output.device}")
+    if grad.dtype != output.dtype:  # e.g. np.ones(shape) for a float32 output: stay in float32
+        grad = grad.astype(output.dtype)
     return grad
 
 

@@ -10,12 +10,12 @@ from ..tensor import Tensor
 def as_tensor(value, like: Tensor | None = None) -> Tensor:
     """Wrap a non-Tensor operand as a constant Tensor next to ``like``.
 
-    Python numbers are "weak", as in NumPy 2: they take ``like``'s float dtype, so
+    Python numbers (not NumPy scalars, which are "strong") are "weak", as in NumPy 2: they take ``like``'s float dtype, so
     ``x * 0.5`` keeps a float32 tensor in float32. Arrays keep their own dtype and device.
     """
     if isinstance(value, Tensor):
         return value
-    if isinstance(value, (bool, int, float)) and like is not None:
+    if type(value) in (bool, int, float) and like is not None:
         dtype = like.dtype if (like.dtype.kind == "f" and not isinstance(value, bool)) else None
         return Tensor._wrap(like.xp.asarray(value, dtype=dtype))
     return Tensor(value)
@@ -31,7 +31,7 @@ def same_device(*tensors: Tensor, op: str) -> None:
 def pair(a, b, op: str) -> tuple[Tensor, Tensor]:
     """Both operands of a binary op as Tensors on one device."""
     if not isinstance(a, Tensor):
-        a = as_tensor(a, b)
+        a = as_tensor(a, b if isinstance(b, Tensor) else None)
     if not isinstance(b, Tensor):
         b = as_tensor(b, a)
     if a.device != b.device:
@@ -43,6 +43,8 @@ def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
     """``axis`` (None, int or sequence, negatives allowed) as a sorted tuple of axes."""
     if axis is None:
         return tuple(range(ndim))
+    if not isinstance(axis, (int, np.integer, tuple, list)):
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}")
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for a in axes:

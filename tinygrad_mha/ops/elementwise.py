@@ -64,7 +64,8 @@ class Pow(Function):
     def backward(self, g):
         a, b = self.inputs
         ga = g * b * a ** (b - 1) if a.requires_grad else None
-        gb = g * self.output * a.log() if b.requires_grad else None
+        # At a = 0 the output is 0 and so is this term; log(1) there avoids a 0 * -inf NaN.
+        gb = g * self.output * where(a.data == 0, 1.0, a).log() if b.requires_grad else None
         return ga, gb
 
 

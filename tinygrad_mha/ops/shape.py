@@ -117,7 +117,11 @@ def transpose(a, *axes):
         axes = axes[0]
     if axes is None or axes == ():
         axes = tuple(range(a.ndim))[::-1]
-    axes = tuple(int(x) % a.ndim if a.ndim else x for x in axes)
+    axes = tuple(axes)
+    if any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not -a.ndim <= x < a.ndim
+           for x in axes):
+        raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}")
+    axes = tuple(int(x) % a.ndim for x in axes)
     if sorted(axes) != list(range(a.ndim)):
         raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}")
     return a if axes == tuple(range(a.ndim)) else Transpose.apply(a, axes=axes)
