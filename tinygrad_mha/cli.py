@@ -54,6 +54,22 @@ def demo(args) -> int:
         print(f"  |d loss / d {name}| = {np.linalg.norm(tm.Tensor(x.grad).numpy()):.6f}")
     passed = tm.gradcheck(attention, (q, k, v))
     print(f"gradcheck of the attention step (float64, every element): {'passed' if passed else 'FAILED'}")
+
+    # The Keras reference page's two examples, then a float64 gradcheck of a whole layer.
+    layer = tm.MultiHeadAttention(num_heads=2, key_dim=2)
+    layer.to(args.device)
+    target, source = rng.random((3, 8, 16)), rng.random((3, 4, 16))
+    output, scores = layer(target, source, return_attention_scores=True)
+    print(f"MultiHeadAttention(num_heads=2, key_dim=2): output {output.shape}, scores {scores.shape}")
+    layer = tm.MultiHeadAttention(num_heads=2, key_dim=2, attention_axes=(2, 3)).to(args.device)
+    image = rng.random((3, 5, 3, 4, 16))
+    print(f"MultiHeadAttention(attention_axes=(2, 3)) on {image.shape}: output {layer(image, image).shape}")
+    layer = tm.MultiHeadAttention(num_heads=2, key_dim=3, dtype="float64", use_gate=True)
+    x = tm.Tensor(rng.standard_normal((2, 4, 6)), requires_grad=True)
+    layer(x, x)
+    passed = tm.gradcheck(lambda x, *w: layer(x, x, use_causal_mask=True), (x, *layer.weights))
+    print(f"gradcheck of a causal, gated MultiHeadAttention (input and all {len(layer.weights)} weights): "
+          f"{'passed' if passed else 'FAILED'}")
     print("gradcheck report of every op:")
     return 1 if _gradcheck_report() else 0
 

@@ -1,0 +1,231 @@
+"""Layer: the Keras-style base class. Builds lazily, owns Parameters, reports losses.
+
+A layer creates its weights on the first call, when the input shapes are known (``build``).
+Parameters and sub-layers assigned as attributes are tracked in assignment order, which is
+the order of ``weights``; that order is what ``get_weights``/``set_weights`` and the saved
+files rely on, and it matches Keras for the layers here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .. import backend, initializers, regularizers
+from ..tensor import FLOAT_DTYPES, Tensor
+from .parameter import Parameter
+
+_name_counts: dict[str, int] = {}
+
+
+def _default_name(cls) -> str:
+    """A unique snake_case name from the class name: multi_head_attention, multi_head_attention_1."""
+    base = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+    count = _name_counts.get(base, 0)
+    _name_counts[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+def _check_dtype(dtype, name="dtype") -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be float16, float32 or float64, got {dtype!r}") from exc
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, float32 or float64, got {dtype!r}")
+    return dt
+
+
+class Layer:
+    """Base class: subclasses implement ``build(*input_shapes)`` and ``call(*inputs, ...)``."""
+
+    def __init__(self, name=None, dtype="float32", activity_regularizer=None):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        object.__setattr__(self, "_params", [])
+        object.__setattr__(self, "_sublayers", [])
+        self.name = name or _default_name(type(self))
+        self.dtype = _check_dtype(dtype)
+        self.device = "cpu"
+        self.built = False
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+        self._activity_losses: list[Tensor] = []
+
+    # ------------------------------------------------------------ tracking
+    def __setattr__(self, key, value):
+        # Parameters and sub-layers are tracked in the order they are assigned.
+        # (identity checks: ``in`` would call Tensor.__eq__, which compares elementwise)
+        if isinstance(value, Parameter) and not any(p is value for p in self._params):
+            self._params.append(value)
+        elif isinstance(value, Layer) and not any(s is value for s in self._sublayers):
+            self._sublayers.append(value)
+        object.__setattr__(self, key, value)
+
+    def add_weight(self, name, shape, initializer, regularizer=None, constraint=None,
+                   fan_in=None, fan_out=None) -> Parameter:
+        """Create a Parameter on this layer's device, initialised by ``initializer``."""
+        init = initializers.get(initializer)
+        if isinstance(init, initializers.Initializer):
+            values = init(tuple(shape), dtype=self.dtype, device=self.device, fan_in=fan_in, fan_out=fan_out)
+        else:  # a plain function, Keras style: fn(shape, dtype) -> array
+            values = init(tuple(shape), dtype=self.dtype)
+        return Parameter(values, name=f"{self.name}/{name}", regularizer=regularizer,
+                         constraint=constraint, dtype=self.dtype, device=self.device)
+
+    @property
+    def weights(self) -> list[Parameter]:
+        """Own parameters, then each sub-layer's, in the order they were created."""
+        out = list(self._params)
+        for layer in self._sublayers:
+            out.extend(layer.weights)
+        return out
+
+    @property
+    def trainable_weights(self) -> list[Parameter]:
+        return [w for w in self.weights if w.trainable]
+
+    def _layers(self):
+        """This layer and every sub-layer, depth first."""
+        yield self
+        for layer in self._sublayers:
+            yield from layer._layers()
+
+    # ------------------------------------------------------------ calling
+    def build(self, *input_shapes):
+        self.built = True
+
+    def call(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def __call__(self, *args, **kwargs):
+        previous = [(layer, layer._activity_losses) for layer in self._layers()]
+        for layer, _ in previous:
+            layer._activity_losses = []
+        try:
+            out = self.call(*args, **kwargs)
+        except BaseException:
+            for layer, losses in previous:  # a failed call leaves the last losses in place
+                layer._activity_losses = losses
+            raise
+        if self.activity_regularizer is not None:
+            first = out[0] if isinstance(out, tuple) else out
+            # Keras divides by the batch size so the penalty does not grow with the batch.
+            self._activity_losses.append(self.activity_regularizer(first) / first.shape[0])
+        return out
+
+    def _as_input(self, x, name: str) -> Tensor:
+        """An input as a Tensor on this layer's device, cast to the layer's dtype."""
+        if not isinstance(x, Tensor):
+            if x is None or isinstance(x, (str, bytes)):
+                raise TypeError(f"{name} must be a Tensor or an array, got {type(x).__name__}")
+            x = Tensor(x, device=self.device)
+        elif x.device != self.device:
+            raise ValueError(f"{name} is on {x.device!r} but layer {self.name!r} is on {self.device!r}; "
+                             f"move one of them with .to()")
+        if x.dtype.kind != "f":
+            raise TypeError(f"{name} must hold floating point values, got dtype {x.dtype}")
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
+    # ------------------------------------------------------------ losses
+    @property
+    def losses(self) -> list[Tensor]:
+        """Activity losses of the last call, then weight regularization losses (Keras order)."""
+        out = [loss for layer in self._layers() for loss in layer._activity_losses]
+        out.extend(w.regularizer(w) for w in self.weights if w.regularizer is not None)
+        return out
+
+    # ------------------------------------------------------------ weights in and out
+    def get_weights(self) -> list[np.ndarray]:
+        return [w.numpy().copy() for w in self.weights]
+
+    def set_weights(self, arrays) -> None:
+        """Replace every weight's values; checks all shapes first, so a bad list changes nothing."""
+        weights = self.weights
+        arrays = list(arrays)
+        if len(arrays) != len(weights):
+            raise ValueError(f"set_weights: layer {self.name!r} has {len(weights)} weights "
+                             f"but {len(arrays)} arrays were given")
+        checked = []
+        for w, a in zip(weights, arrays):
+            a = backend.to_numpy(a.data if isinstance(a, Tensor) else a)
+            if a.dtype.kind not in "fiu":
+                raise TypeError(f"set_weights: weight {w.name!r} needs numbers, got dtype {a.dtype}")
+            if a.shape != w.shape:
+                raise ValueError(f"set_weights: weight {w.name!r} has shape {w.shape}, "
+                                 f"got an array of shape {a.shape}")
+            checked.append(a)
+        for w, a in zip(weights, checked):
+            w.assign(backend.to_device(a, w.device))
+
+    def _weight_keys(self) -> list[str]:
+        return [f"{i:02d}|{w.name}" for i, w in enumerate(self.weights)]
+
+    def save_weights(self, path) -> None:
+        """Write the weights to an .npz file (atomically: a temporary file, then a rename)."""
+        if not self.built:
+            raise ValueError(f"save_weights: layer {self.name!r} has no weights until it is built")
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            raise ValueError(f"save_weights: path must end in .npz, got {path!r}")
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **dict(zip(self._weight_keys(), self.get_weights())))
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def load_weights(self, path) -> None:
+        """Read weights saved by ``save_weights``; names and shapes are checked before any change."""
+        if not self.built:
+            raise ValueError(f"load_weights: build layer {self.name!r} first (call it once or call build())")
+        keys = self._weight_keys()
+        try:
+            data = np.load(os.fspath(path), allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not named weights")
+            with data:
+                found = sorted(data.files)
+                arrays = {k: data[k] for k in found}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+            # ValueError is how NumPy refuses pickled object arrays with allow_pickle=False.
+            raise ValueError(f"load_weights: {path} is not a valid .npz weights file: {exc}") from exc
+        if found != sorted(keys):
+            raise ValueError(f"load_weights: {path} holds weights {found}, expected {keys}")
+        arrays = [arrays[k] for k in keys]
+        self.set_weights(arrays)
+
+    # ------------------------------------------------------------ devices and config
+    def to(self, device) -> "Layer":
+        """Move every weight (in place, keeping Parameter identity) and future inputs to ``device``."""
+        device = backend.check_device(device)
+        backend.xp_for(device)  # fails clearly before anything moves
+        for layer in self._layers():
+            for w in layer._params:
+                w.data = backend.to_device(w.data, device)
+                if w._grad is not None:
+                    w._grad = Tensor._wrap(backend.to_device(w._grad.data, device))
+            layer.device = device
+            layer._on_device_change()
+        return self
+
+    def _on_device_change(self) -> None:
+        """Hook for layers that hold device state besides weights (a dropout generator)."""
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "dtype": str(self.dtype),
+                "activity_regularizer": regularizers.serialize(self.activity_regularizer)}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name!r} built={self.built}>"
