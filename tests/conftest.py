@@ -1,5 +1,11 @@
 """Shared fixtures: the device list (CPU always, CUDA when CuPy and a GPU are present)."""
 
+import os
+
+# One Keras backend for the whole session, chosen before anything imports keras: jax, so
+# the parity tests can take gradients through Keras (jax.grad over stateless_call).
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
 import numpy as np
 import pytest
 
