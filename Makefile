@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench plots clean notebooks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,25 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 test: $(STAMP)
-	KERAS_BACKEND=numpy $(BIN)/python -m pytest
+	KERAS_BACKEND=jax $(BIN)/python -m pytest
 
 demo: $(STAMP)
 	$(BIN)/python -m tinygrad_mha demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ops.py
+
+# every figure in plots/ (PNG, committed); trains the demo model on both tasks (under a minute)
+plots: $(STAMP)
+	$(BIN)/python -m tinygrad_mha plots --out plots
+
+# tutorials/NN_*.py (jupytext percent cells) -> notebooks/NN_*.ipynb (gitignored)
+notebooks: $(STAMP)
+	mkdir -p notebooks
+	for f in tutorials/[0-9][0-9]_*.py; do \
+		$(BIN)/python -m jupytext --quiet --to ipynb --output notebooks/$$(basename $$f .py).ipynb $$f || exit 1; \
+	done
+	@echo "notebooks written to notebooks/ (open them with jupyter lab notebooks/)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,10 +1,20 @@
-"""Command line: ``python -m tinygrad_mha <command>``."""
+"""Command line: ``python -m tinygrad_mha <command>``.
+
+    demo        train a small attention model on a digit task (the main job)
+    gradcheck   a tour of the engine and MultiHeadAttention, then gradcheck every op
+    exercises   the exercise grader (python -m tinygrad_mha.exercises ...)
+    bench       run the benchmarks in benchmarks/
+    plots       regenerate every figure in plots/
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +41,7 @@ def _gradcheck_report(out=sys.stdout) -> int:
     return failures
 
 
-def demo(args) -> int:
+def engine_tour(args) -> int:
     """Scaled dot-product attention on a toy batch: forward, backward, then a gradcheck report."""
     import tinygrad_mha as tm
 
@@ -75,20 +85,112 @@ def demo(args) -> int:
 
 
 def gradcheck_cmd(args) -> int:
-    return 1 if _gradcheck_report() else 0
+    return engine_tour(args)
+
+
+def demo(args) -> int:
+    """The main job: see ``tinygrad_mha.demo``."""
+    from . import demo as demo_module
+    return demo_module.run(args)
+
+
+def exercises_cmd(args) -> int:
+    """Hand the remaining arguments to ``python -m tinygrad_mha.exercises``."""
+    if importlib.util.find_spec("tinygrad_mha.exercises") is None:
+        print("the exercises are not available in this installation (no module "
+              "tinygrad_mha.exercises); see tutorials/exercises/ in the repository", file=sys.stderr)
+        return 1
+    return subprocess.call([sys.executable, "-m", "tinygrad_mha.exercises", *args.rest])
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def bench_cmd(args) -> int:
+    """Run benchmarks/bench_ops.py and bench_mha.py (those present), passing the extra arguments."""
+    scripts = [BENCHMARKS / name for name in ("bench_ops.py", "bench_mha.py") if (BENCHMARKS / name).exists()]
+    if not scripts:
+        print(f"no benchmark scripts found in {BENCHMARKS} (they live in the repository, not in "
+              "an installed package)", file=sys.stderr)
+        return 1
+    status = 0
+    for script in scripts:
+        print(f"$ python {script.relative_to(BENCHMARKS.parent)} {' '.join(args.rest)}".rstrip(), flush=True)
+        status = max(status, subprocess.call([sys.executable, str(script), *args.rest]))
+    return status
+
+
+def plots_cmd(args) -> int:
+    from . import plots_all
+    return plots_all.main(args)
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinygrad_mha",
                                      description="tinygrad_mha: autodiff and attention for learning")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="run the main demonstration")
-    p.add_argument("--device", default="cpu", help='"cpu" or "cuda"')
-    p.add_argument("--seed", type=int, default=0)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    from .demo import TASKS
+
+    p = sub.add_parser("demo", help="train a small attention model on a digit task (the main job)",
+                       description="Train Embedding + PositionalEncoding + MultiHeadAttention + a "
+                                   "feed-forward head on a synthetic digit task, report its accuracy, "
+                                   "gradcheck it and write the loss curve and attention heatmaps.")
+    p.add_argument("--task", default="reverse", choices=sorted(TASKS),
+                   help="reverse (default) or sort a sequence of digits")
+    defaults = ", ".join(f"{name} {task.default_steps}" for name, task in TASKS.items())
+    p.add_argument("--steps", type=_positive, default=None, help=f"training steps (default: {defaults})")
+    p.add_argument("--seed", type=_non_negative, default=0,
+                   help="seed for data, weights and batches (default 0)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cpu (default) or cuda (needs CuPy)")
+    p.add_argument("--out", default="plots", help="folder for the figures (default: plots)")
+    p.add_argument("--length", type=_positive, default=8, help="digits per sequence (default 8)")
+    p.add_argument("--batch-size", type=_positive, default=64, help="sequences per step (default 64)")
+    p.add_argument("--threads", type=_positive, default=1,
+                   help="BLAS threads (default 1: the matrices are tiny)")
+    p.add_argument("--target", type=float, default=0.95,
+                   help="digit accuracy the run must reach for exit status 0 (default 0.95)")
+    p.add_argument("--no-plots", action="store_true", help="do not write figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=demo)
-    p = sub.add_parser("gradcheck", help="gradcheck every differentiable op and print a report")
+    p = sub.add_parser("gradcheck", help="tour the engine and MultiHeadAttention, then gradcheck every op")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--seed", type=_non_negative, default=0)
     p.set_defaults(run=gradcheck_cmd)
-    args = parser.parse_args(argv)
+    p = sub.add_parser("exercises", help="grade the exercises (python -m tinygrad_mha.exercises ...)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(run=exercises_cmd)
+    p = sub.add_parser("bench", help="run the benchmarks in benchmarks/ (extra arguments are passed on)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(run=bench_cmd)
+    p = sub.add_parser("plots", help="regenerate every figure in plots/")
+    p.add_argument("--out", default="plots", help="folder for the figures (default: plots)")
+    p.add_argument("--quick", action="store_true", help="short training runs (for tests)")
+    p.set_defaults(run=plots_cmd)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("exercises", "bench"):  # everything after the command is passed on as is
+        args = argparse.Namespace(rest=argv[1:], run=exercises_cmd if argv[0] == "exercises" else bench_cmd)
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.run(args)
     except (RuntimeError, ValueError) as exc:

@@ -86,17 +86,14 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
             a_host = np.array([float(np.sum(a_host * direction))])
         else:
             numeric = np.zeros(x.shape, dtype=np.float64)
-            flat = x.reshape(-1) if x.flags.c_contiguous else None
-            if flat is None:
-                raise ValueError(f"gradcheck: inputs[{i}] must be C-contiguous to be perturbed in place")
-            for j in range(flat.size):
-                original = flat[j].copy()
-                flat[j] = original + eps
+            for j in np.ndindex(x.shape):  # indexing, not a flat view: any strides work
+                original = x[j].copy()
+                x[j] = original + eps
                 plus = value()
-                flat[j] = original - eps
+                x[j] = original - eps
                 minus = value()
-                flat[j] = original
-                numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
+                x[j] = original
+                numeric[j] = (plus - minus) / (2 * eps)
         error = np.abs(a_host - numeric)
         allowed = atol + rtol * np.abs(numeric)
         if not np.all(error <= allowed):  # NaN on either side fails here too

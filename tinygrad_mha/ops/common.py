@@ -18,6 +18,8 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
     if type(value) in (bool, int, float) and like is not None:
         dtype = like.dtype if (like.dtype.kind == "f" and not isinstance(value, bool)) else None
         return Tensor._wrap(like.xp.asarray(value, dtype=dtype))
+    if isinstance(value, np.generic) and like is not None:  # keeps its dtype, follows the device
+        return Tensor._wrap(like.xp.asarray(value))
     return Tensor(value)
 
 

@@ -1,0 +1,512 @@
+"""What each exercise must do and how it is checked, one ``_grade_<name>`` function each.
+
+Every check draws its inputs from the ``rng`` it is given and compares the learner's answer
+with an independent reference computed here and now:
+
+* gradients against central finite differences of ``sum(f(inputs) * g)`` (``numerical_vjp``);
+* forward values against a plain NumPy formula (``_softmax``, ``_masked_softmax``, ...);
+* Tensor-building exercises additionally through ``tm.gradcheck``.
+
+A check raises ``ExerciseFailure`` with a message naming the case (the inputs), the output,
+the worst element, the expected and the received value; ``NotImplementedYet`` when the stub
+is still untouched. Each grader returns the number of cases it checked.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..gradcheck import GradcheckError, gradcheck
+from ..ops import nn as _nn
+from ..ops import dropout as _tm_dropout
+from ..tensor import Tensor
+
+
+class ExerciseFailure(AssertionError):
+    """The learner's function returned something wrong; the message says what and where."""
+
+
+class NotImplementedYet(Exception):
+    """The learner's function still raises NotImplementedError."""
+
+    def __init__(self, function: str):
+        super().__init__(function)
+        self.function = function
+
+
+@dataclass(frozen=True)
+class Exercise:
+    name: str
+    tutorial: str     # the tutorial that teaches what the exercise needs
+    summary: str      # one line for `list`
+    grade: Callable   # (module, rng) -> number of cases checked
+    hint: str = ""    # printed under a failure
+
+
+# ---------------------------------------------------------------- references (NumPy only)
+def _softmax(x, axis):
+    z = np.exp(x - x.max(axis=axis, keepdims=True))
+    return z / z.sum(axis=axis, keepdims=True)
+
+
+def _masked_softmax(x, mask, axis):
+    """Softmax over the kept entries only; a slice with nothing kept is all zeros."""
+    keep = np.broadcast_to(mask, x.shape)
+    shift = np.where(keep, x, -np.inf).max(axis=axis, keepdims=True)
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    e = np.where(keep, np.exp(np.where(keep, x - shift, 0.0)), 0.0)
+    total = e.sum(axis=axis, keepdims=True)
+    return e / np.where(total == 0, 1.0, total)
+
+
+def _logsumexp(x, axis):
+    m = x.max(axis=axis, keepdims=True)
+    return np.squeeze(m, axis) + np.log(np.exp(x - m).sum(axis=axis))
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # an identity that never overflows
+
+
+def _layernorm(x, gamma, beta, epsilon):
+    mu = x.mean(axis=-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+    return gamma * (x - mu) / np.sqrt(var + epsilon) + beta
+
+
+def _attention_scores(q, k, axes):
+    """Loop-free reference: move (batch..., heads, attention axes..., dim), flatten, matmul."""
+    r = q.ndim
+    batch = [a for a in range(r - 2) if a not in axes]  # includes axis 0
+    order = batch + [r - 2] + list(axes) + [r - 1]
+    qp, kp = q.transpose(order), k.transpose(order)
+    lead = qp.shape[:len(batch) + 1]
+    t_shape, s_shape = qp.shape[len(batch) + 1:-1], kp.shape[len(batch) + 1:-1]
+    d = q.shape[-1]
+    logits = qp.reshape(lead + (-1, d)) @ np.swapaxes(kp.reshape(lead + (-1, d)), -1, -2)
+    return _softmax(logits / math.sqrt(d), -1).reshape(lead + t_shape + s_shape)
+
+
+def numerical_vjp(f, inputs, g, wrt=None, eps=1e-6):
+    """Central differences of ``sum(f(*inputs) * g)`` with respect to each input in ``wrt``.
+
+    The inputs are copied to float64 first, so the caller's arrays are never touched.
+    """
+    inputs = [np.array(x, dtype=np.float64) for x in inputs]
+    grads = []
+    for i in (range(len(inputs)) if wrt is None else wrt):
+        x = inputs[i]
+        grad = np.zeros_like(x)
+        for j in np.ndindex(x.shape):
+            original = x[j]
+            x[j] = original + eps
+            plus = float(np.sum(f(*inputs) * g))
+            x[j] = original - eps
+            minus = float(np.sum(f(*inputs) * g))
+            x[j] = original
+            grad[j] = (plus - minus) / (2 * eps)
+        grads.append(grad)
+    return grads
+
+
+# ---------------------------------------------------------------- calling and comparing
+def _fail(message: str):
+    raise ExerciseFailure(message)
+
+
+def _function(module, name: str):
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        _fail(f"{module.__file__} defines no function {name}(); keep the stub's name and signature")
+    return fn
+
+
+def _show(value) -> str:
+    if isinstance(value, Tensor):
+        value = value.numpy()
+    if isinstance(value, np.ndarray):
+        if value.size <= 12:
+            body = np.array2string(value, precision=4, separator=", ").replace("\n", "")
+            return f"{body} (shape {value.shape})" if value.ndim > 1 else body
+        return f"<{value.dtype} array of shape {value.shape}>"
+    return repr(value)
+
+
+def _case(fn_name: str, **inputs) -> str:
+    return f"{fn_name}({', '.join(f'{k}={_show(v)}' for k, v in inputs.items())})"
+
+
+def _call(fn, case: str, *args, **kwargs):
+    """Call the learner's function; NotImplementedError means 'not started'."""
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise NotImplementedYet(fn.__name__) from None
+    except (ExerciseFailure, NotImplementedYet):
+        raise
+    except Exception as exc:
+        where = [f for f in traceback.extract_tb(exc.__traceback__)
+                 if f.filename == fn.__code__.co_filename] or traceback.extract_tb(exc.__traceback__)[-1:]
+        _fail(f"{case} raised {type(exc).__name__}: {exc}\n"
+              + "".join(traceback.format_list(where)).rstrip())
+
+
+def _as_array(value, what: str, case: str, shape) -> np.ndarray:
+    if value is None:
+        _fail(f"{case} returned None for {what}; did you forget `return`?")
+    if isinstance(value, Tensor):
+        value = value.numpy()
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        _fail(f"{what} must be a NumPy array, got {type(value).__name__} from {case}")
+    if array.shape != tuple(shape):
+        _fail(f"{what} has shape {array.shape} but must have shape {tuple(shape)} "
+              f"(the shape of the input it is the gradient of) in {case}")
+    return array
+
+
+def _unpack(value, names: tuple, case: str):
+    if not isinstance(value, (tuple, list)) or len(value) != len(names):
+        got = f"a {type(value).__name__}" + (f" of length {len(value)}" if isinstance(value, (tuple, list)) else "")
+        _fail(f"{case} must return a tuple of {len(names)} arrays ({', '.join(names)}), got {got}")
+    return value
+
+
+def _compare(got, expected, what: str, case: str, reference: str, atol=1e-6, rtol=1e-4):
+    """Raise unless ``|got - expected| <= atol + rtol |expected|`` everywhere (NaN never passes)."""
+    error = np.abs(got - expected)
+    allowed = atol + rtol * np.abs(expected)
+    bad = ~(error <= allowed)
+    if not bad.any():
+        return
+    score = np.where(np.isnan(error), np.inf, error - allowed)
+    worst = np.unravel_index(int(np.argmax(score)), score.shape)
+    where = str(tuple(int(i) for i in worst)) if got.ndim else "() (the only element)"
+    lines = [f"wrong {what} from {case}",
+             f"  at element {where}: expected {expected[worst]:.10g} ({reference}), got {got[worst]:.10g}"]
+    finite = np.isfinite(got)
+    if finite.all():
+        lines.append(f"  {int(bad.sum())} of {bad.size} elements are off; the largest absolute error is "
+                     f"{float(error.max()):.3g} (allowed: {atol} + {rtol} * |expected|)")
+    else:
+        lines.append(f"  {int((~finite).sum())} of {bad.size} elements are inf or nan: an exp() that "
+                     "overflowed, or 0/0? (tutorial 05 shows the max-shift that keeps exponentials finite)")
+    _fail("\n".join(lines))
+
+
+def _check_vjp(fn, forward, inputs: dict, g, wrt: tuple, outputs: tuple, extra=None, atol=1e-6, rtol=1e-4):
+    """Grade a backward function ``fn(*inputs, g, **extra)`` against finite differences of ``forward``."""
+    extra = extra or {}
+    case = _case(fn.__name__, **inputs, g=g, **extra)
+    args = [np.array(v, copy=True) for v in inputs.values()]
+    got = _call(fn, case, *args, np.array(g, copy=True), **extra)
+    if len(outputs) > 1:
+        got = _unpack(got, outputs, case)
+    else:
+        got = (got,)
+    arrays = list(inputs.values())
+    expected = numerical_vjp(lambda *xs: forward(*xs, **extra), arrays, g, wrt=wrt)
+    names = list(inputs)
+    for k, (i, value, want) in enumerate(zip(wrt, got, expected)):
+        label = f"gradient with respect to {names[i]}"
+        if len(outputs) > 1:
+            label += f" (returned value {k}, {outputs[k]})"
+        array = _as_array(value, label, case, arrays[i].shape)
+        _compare(array, want, label, case, "central finite difference", atol=atol, rtol=rtol)
+
+
+class _forbid_softmax:
+    """Make ``tm.softmax``/``tm.log_softmax`` raise while an exercise builds its own."""
+
+    def __init__(self, exercise: str):
+        self.exercise = exercise
+
+    def __enter__(self):
+        # Function.apply is inherited: remember what each class itself defined (usually nothing).
+        self.saved = {cls: cls.__dict__.get("apply") for cls in (_nn.Softmax, _nn.LogSoftmax)}
+        exercise = self.exercise
+
+        def forbidden(cls, *args, **kwargs):
+            raise ExerciseFailure(f"{exercise} must be built from tm ops such as exp, sum, max and "
+                                  "tm.where, not from tm.softmax or tm.log_softmax (that is the point "
+                                  "of the exercise)")
+        _nn.Softmax.apply = classmethod(forbidden)
+        _nn.LogSoftmax.apply = classmethod(forbidden)
+        return self
+
+    def __exit__(self, *exc):
+        for cls, own in self.saved.items():
+            if own is None:
+                del cls.apply  # back to the inherited Function.apply
+            else:
+                cls.apply = own
+        return False
+
+
+def _tensor_output(out, case: str, shape) -> Tensor:
+    if not isinstance(out, Tensor):
+        _fail(f"{case} must return a tinygrad_mha Tensor (built with tm ops, so gradients flow), "
+              f"got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        _fail(f"{case} returned shape {out.shape}, expected {tuple(shape)}")
+    if not out.requires_grad:
+        _fail(f"the result of {case} is not connected to its inputs in the graph (requires_grad is "
+              "False): compute it with Tensor operations, not on .data or NumPy arrays")
+    return out
+
+
+def _gradcheck(fn, inputs, case: str, rng):
+    try:
+        gradcheck(fn, inputs, seed=int(rng.integers(2 ** 31)))
+    except GradcheckError as exc:
+        _fail(f"the gradient of your {case} disagrees with finite differences:\n  {exc}")
+
+
+# ---------------------------------------------------------------- the exercises
+def _grade_sigmoid_backward(module, rng):
+    fn = _function(module, "sigmoid_backward")
+    shapes = [(5,), (3, 4), (2, 3, 2)]
+    for shape in shapes:
+        x, g = 2 * rng.standard_normal(shape), rng.standard_normal(shape)
+        _check_vjp(fn, _sigmoid, {"x": x}, g, (0,), ("gx",))
+    x = np.array([-800.0, -30.0, -5.0, 0.0, 5.0, 30.0, 800.0])  # the tails must stay finite
+    g = rng.standard_normal(x.shape)
+    case = _case("sigmoid_backward", x=x, g=g)
+    got = _as_array(_call(fn, case, x.copy(), g.copy()), "gradient with respect to x", case, x.shape)
+    s = _sigmoid(x)
+    _compare(got, g * s * (1 - s), "gradient with respect to x", case,
+             "NumPy: g * s * (1 - s) with a stable sigmoid", atol=1e-12, rtol=1e-6)
+    return len(shapes) + 1
+
+
+def _grade_tanh_backward(module, rng):
+    fn = _function(module, "tanh_backward")
+    shapes = [(5,), (3, 4), (2, 3, 2)]
+    for shape in shapes:
+        x, g = 1.5 * rng.standard_normal(shape), rng.standard_normal(shape)
+        _check_vjp(fn, np.tanh, {"x": x}, g, (0,), ("gx",))
+    x = np.array([-800.0, -20.0, -1.0, 0.0, 1.0, 20.0, 800.0])
+    g = rng.standard_normal(x.shape)
+    case = _case("tanh_backward", x=x, g=g)
+    got = _as_array(_call(fn, case, x.copy(), g.copy()), "gradient with respect to x", case, x.shape)
+    _compare(got, g * (1 - np.tanh(x) ** 2), "gradient with respect to x", case,
+             "NumPy: g * (1 - tanh(x)^2)", atol=1e-12, rtol=1e-6)
+    return len(shapes) + 1
+
+
+def _grade_sum_to(module, rng):
+    fn = _function(module, "sum_to")
+    cases = [((2, 3, 4), (3, 1)), ((2, 3, 4), (4,)), ((2, 3, 4), ()), ((2, 3, 4), (2, 1, 4)),
+             ((2, 3, 4), (1, 3, 1)), ((3, 4), (3, 4)), ((4, 1, 5), (1, 1))]
+    for big, small in cases:
+        g = rng.standard_normal(big)
+        case = _case("sum_to", g=g, shape=small)
+        got = _as_array(_call(fn, case, g.copy(), small), "result", case, small)
+        # sum_to is the gradient of broadcast_to: d/dx sum(broadcast_to(x, big) * g).
+        (expected,) = numerical_vjp(lambda x: np.broadcast_to(x, big), [np.zeros(small)], g)
+        _compare(got, expected, "result", case,
+                 "finite differences of x -> sum(broadcast_to(x, g.shape) * g)")
+    return len(cases)
+
+
+def _grade_matmul_backward(module, rng):
+    fn = _function(module, "matmul_backward")
+    cases = [((3, 4), (4, 2)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (3, 4, 2)), ((1, 3, 4), (5, 4, 2))]
+    for sa, sb in cases:
+        a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+        g = rng.standard_normal(np.broadcast_shapes(sa[:-2], sb[:-2]) + (sa[-2], sb[-1]))
+        _check_vjp(fn, np.matmul, {"a": a, "b": b}, g, (0, 1), ("ga", "gb"))
+    return len(cases)
+
+
+def _grade_einsum_backward(module, rng):
+    count = 0
+    fn = _function(module, "matmul_einsum_backward")
+    for sa, sb in [((3, 4), (4, 2)), ((1, 5), (5, 3))]:
+        a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+        g = rng.standard_normal((sa[0], sb[1]))
+        _check_vjp(fn, lambda a, b: np.einsum("ij,jk->ik", a, b), {"a": a, "b": b}, g, (0, 1), ("ga", "gb"))
+        count += 1
+    fn = _function(module, "attention_einsum_backward")
+    for b_, t, s, h, d in [(2, 3, 4, 2, 3), (1, 2, 5, 3, 2)]:
+        q, k = rng.standard_normal((b_, t, h, d)), rng.standard_normal((b_, s, h, d))
+        g = rng.standard_normal((b_, h, t, s))
+        _check_vjp(fn, lambda q, k: np.einsum("bqhd,bkhd->bhqk", q, k), {"q": q, "k": k}, g, (0, 1),
+                   ("gq", "gk"))
+        count += 1
+    fn = _function(module, "diagonal_einsum_backward")
+    for n in (3, 5):
+        a, g = rng.standard_normal((n, n)), rng.standard_normal(n)
+        _check_vjp(fn, lambda a: np.einsum("ii->i", a), {"a": a}, g, (0,), ("ga",))
+        count += 1
+    return count
+
+
+def _grade_softmax_backward(module, rng):
+    fn = _function(module, "softmax_backward")
+    cases = [((4,), -1, 0.0), ((3, 5), -1, 0.0), ((3, 5), 0, 0.0), ((2, 3, 4), 1, 0.0),
+             ((2, 6), -1, 1000.0)]  # the last: logits near 1000, where a naive exp overflows
+    for shape, axis, offset in cases:
+        x, g = rng.standard_normal(shape) + offset, rng.standard_normal(shape)
+        _check_vjp(fn, _softmax, {"x": x}, g, (0,), ("gx",), extra={"axis": axis})
+    return len(cases)
+
+
+def _grade_logsumexp_backward(module, rng):
+    fn = _function(module, "logsumexp_backward")
+    cases = [((5,), -1, 0.0), ((3, 4), 1, 0.0), ((3, 4), 0, 0.0), ((2, 3, 4), -2, 0.0),
+             ((2, 5), -1, 1000.0), ((2, 5), -1, -1000.0)]
+    for shape, axis, offset in cases:
+        x = rng.standard_normal(shape) + offset
+        g = rng.standard_normal(np.sum(np.zeros(shape), axis=axis).shape)
+        _check_vjp(fn, _logsumexp, {"x": x}, g, (0,), ("gx",), extra={"axis": axis})
+    return len(cases)
+
+
+def _grade_masked_softmax(module, rng):
+    fn = _function(module, "masked_softmax")
+    m1 = rng.random((3, 5)) < 0.6
+    m1[1] = False                      # a row with nothing kept
+    m1[0, 0] = m1[2, 4] = True
+    m2 = rng.random((1, 3, 4)) < 0.6   # broadcasts over the first axis
+    m2[0, :, 2] = False                # a slice along axis 1 with nothing kept
+    m2[0, 0, [0, 1, 3]] = True
+    m4 = np.array([True, True, False, True, False])
+    cases = [((3, 5), m1, -1, "normal"), ((2, 3, 4), m2, 1, "normal"),
+             ((4,), np.ones(4, dtype=bool), 0, "normal"),
+             ((2, 5), m4, -1, "large")]  # kept logits near 1000, masked ones near 10000
+    with _forbid_softmax("masked_softmax"):
+        for shape, mask, axis, kind in cases:
+            x = rng.standard_normal(shape)
+            if kind == "large":
+                x = np.where(np.broadcast_to(mask, shape), x + 1000.0, x + 10000.0)
+            case = _case("masked_softmax", x=x, mask=mask, axis=axis)
+            xt = Tensor(x.copy(), requires_grad=True)
+            out = _tensor_output(_call(fn, case, xt, mask.copy(), axis=axis), case, shape)
+            got, expected = out.numpy().astype(np.float64), _masked_softmax(x, mask, axis)
+            _compare(got, expected, "output", case, "NumPy masked softmax", atol=1e-10, rtol=1e-8)
+            dropped = ~np.broadcast_to(mask, shape)
+            if np.any(got[dropped] != 0):
+                where = tuple(int(i) for i in np.argwhere(dropped & (got != 0))[0])
+                _fail(f"masked entries must be exactly 0, but element {where} of {case} is {got[where]!r}")
+            if kind == "large":  # softmax does not change when a constant is added: same gradient
+                g = rng.standard_normal(shape)
+                out.backward(g)
+                y = expected
+                want = y * (g - (g * y).sum(axis=axis, keepdims=True))
+                _compare(np.asarray(xt.grad, dtype=np.float64), want, "gradient with respect to x",
+                         case, "NumPy: y * (g - sum(g * y)) on the kept entries")
+            else:
+                _gradcheck(lambda t: _call(fn, case, t, mask, axis=axis), (Tensor(x, requires_grad=True),),
+                           case, rng)
+    return len(cases)
+
+
+def _grade_dropout_backward(module, rng):
+    fn = _function(module, "dropout_backward")
+    cases = [((3, 4), 0.5), ((2, 3, 4), 0.1), ((5,), 0.0), ((4, 4), 0.9)]
+    for shape, rate in cases:
+        keep = rng.random(shape) >= rate
+        x, g = rng.standard_normal(shape), rng.standard_normal(shape)
+        case = _case("dropout_backward", g=g, keep=keep, rate=rate)
+        got = _as_array(_call(fn, case, g.copy(), keep.copy(), rate), "gradient with respect to x",
+                        case, shape)
+        (expected,) = numerical_vjp(lambda x: x * keep / (1 - rate), [x], g)
+        _compare(got, expected, "gradient with respect to x", case,
+                 "finite differences of x -> x * keep / (1 - rate)")
+    # The same rule must reproduce the engine's gradient of tm.dropout for its own mask.
+    shape, rate = (6, 5), 0.3
+    x = Tensor(rng.standard_normal(shape), requires_grad=True)
+    y = _tm_dropout(x, rate, seed=int(rng.integers(2 ** 31)))
+    g = rng.standard_normal(shape)
+    y.backward(g)
+    keep = y.numpy() != 0
+    case = _case("dropout_backward", g=g, keep=keep, rate=rate) + " with the mask of tm.dropout"
+    got = _as_array(_call(fn, case, g.copy(), keep.copy(), rate), "gradient with respect to x", case, shape)
+    _compare(got, np.asarray(x.grad), "gradient with respect to x", case, "x.grad from tm.dropout")
+    return len(cases) + 1
+
+
+def _grade_layernorm_backward(module, rng):
+    fn = _function(module, "layernorm_backward")
+    cases = [((4, 6), 1.0, 0.0, 1e-3), ((2, 3, 5), 1.0, 0.0, 1e-3), ((1, 8), 10.0, 5.0, 1e-5)]
+    for shape, scale, offset, epsilon in cases:
+        x = scale * rng.standard_normal(shape) + offset
+        gamma, beta = 1 + 0.5 * rng.standard_normal(shape[-1]), rng.standard_normal(shape[-1])
+        g = rng.standard_normal(shape)
+        _check_vjp(fn, _layernorm, {"x": x, "gamma": gamma, "beta": beta}, g, (0, 1, 2),
+                   ("gx", "ggamma", "gbeta"), extra={"epsilon": epsilon})
+    return len(cases)
+
+
+def _grade_attention_scores(module, rng):
+    fn = _function(module, "attention_scores")
+    cases = [((2, 3, 2, 4), (2, 5, 2, 4), (1,)),          # (B, T, H, D): the usual 1-D case
+             ((2, 3, 4, 2, 3), (2, 3, 5, 2, 3), (2,)),    # axis 1 is a batch axis
+             ((1, 2, 3, 2, 2), (1, 3, 2, 2, 2), (1, 2)),  # 2-D attention (an image)
+             ((2, 4, 3, 1, 2), (2, 5, 3, 1, 2), (1,))]    # axis 2 is a batch axis
+    for sq, sk, axes in cases:
+        q, k = rng.standard_normal(sq), rng.standard_normal(sk)
+        case = _case("attention_scores", query=q, key=k, attention_axes=axes)
+        expected = _attention_scores(q, k, axes)
+        out = _call(fn, case, Tensor(q.copy(), requires_grad=True), Tensor(k.copy(), requires_grad=True),
+                    axes)
+        if isinstance(out, Tensor) and out.shape != expected.shape:
+            _fail(f"{case} returned shape {out.shape}, expected {expected.shape}: (batch axes, i.e. axis 0 "
+                  "and every index axis not in attention_axes, in order; heads; the query's attention "
+                  "axes; the key's attention axes)")
+        out = _tensor_output(out, case, expected.shape)
+        _compare(out.numpy().astype(np.float64), expected, "scores", case,
+                 "NumPy: softmax(q k^T / sqrt(key_dim)) over the flattened key attention axes",
+                 atol=1e-10, rtol=1e-8)
+        _gradcheck(lambda a, b: _call(fn, case, a, b, axes),
+                   (Tensor(q, requires_grad=True), Tensor(k, requires_grad=True)), case, rng)
+    return len(cases)
+
+
+EXERCISES: dict[str, Exercise] = {e.name: e for e in [
+    Exercise("sigmoid_backward", "02", "the derivative of the logistic sigmoid, s(x)(1 - s(x))",
+             _grade_sigmoid_backward,
+             "write it with the forward value s = sigmoid(x); it must stay finite for |x| = 800"),
+    Exercise("tanh_backward", "02", "the derivative of tanh, 1 - tanh(x)^2", _grade_tanh_backward),
+    Exercise("sum_to", "03", "undo broadcasting: sum a gradient down to an input's shape", _grade_sum_to,
+             "sum away the extra leading axes, then (keepdims=True) every axis where shape has a 1 "
+             "but the gradient does not"),
+    Exercise("matmul_backward", "03", "the gradients of a @ b, with broadcast batch axes",
+             _grade_matmul_backward,
+             "ga = g @ b^T and gb = a^T @ g (transpose the last two axes), then sum_to each "
+             "input's shape: a batch axis that was broadcast must be summed"),
+    Exercise("einsum_backward", "04", "gradients of 'ij,jk->ik', 'bqhd,bkhd->bhqk' and 'ii->i' as einsums",
+             _grade_einsum_backward,
+             "the gradient for an operand is an einsum of g with the other operand(s), whose output "
+             "letters are that operand's letters; a repeated letter (ii) puts it on a diagonal"),
+    Exercise("softmax_backward", "05", "the vector-Jacobian product of softmax along an axis",
+             _grade_softmax_backward,
+             "the Jacobian is diag(y) - y y^T, so the off-diagonal terms matter; sum only along "
+             "`axis` (keepdims=True) and compute y with the max subtracted"),
+    Exercise("logsumexp_backward", "05", "the gradient of log(sum(exp(x))) along an axis",
+             _grade_logsumexp_backward,
+             "g has the reduced shape: put the axis back (np.expand_dims) before multiplying; "
+             "d logsumexp / dx is softmax(x), computed with the max subtracted"),
+    Exercise("masked_softmax", "05", "a numerically stable masked softmax from Tensor ops",
+             _grade_masked_softmax,
+             "shift by the largest *kept* logit (a constant: no gradient is needed through it), put "
+             "exp() only where mask is True (tm.where), and divide by a total that is never 0"),
+    Exercise("dropout_backward", "06", "the gradient of inverted dropout for a given mask",
+             _grade_dropout_backward,
+             "the forward was y = x * keep / (1 - rate): its gradient is the same mask and the same scale"),
+    Exercise("layernorm_backward", "03 and 05", "the gradients of layer normalization (x, gamma, beta)",
+             _grade_layernorm_backward,
+             "gamma and beta were broadcast over every leading axis, so their gradients sum over them; "
+             "for x, remember that the mean and the variance depend on every x in the row"),
+    Exercise("attention_scores", "04 and 09", "attention probabilities with Keras' attention_axes layout",
+             _grade_attention_scores,
+             "scale by 1/sqrt(key_dim), take dot products over the last axis, and softmax jointly "
+             "over all of the key's attention axes (tm.softmax accepts a tuple of axes)"),
+]}
