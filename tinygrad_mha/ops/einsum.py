@@ -6,8 +6,9 @@ Three steps:
    an implicit output is made explicit, sizes are checked, and axes of size 1 that broadcast
    against a larger size are squeezed away (a letter an operand lacks broadcasts for free).
 2. ``Einsum`` is the primitive on those plain subscripts. Its forward contracts two operands
-   at a time with one batched ``matmul`` each (BLAS), in an order chosen by
-   ``numpy.einsum_path``; single operands (traces, diagonals, sums) go to ``xp.einsum``.
+   at a time with one batched ``matmul`` each (BLAS, on views: no copies where the layout
+   allows, see ``_pair_plan``), in an order chosen by ``numpy.einsum_path``; single operands
+   (traces, diagonals, sums) go to ``xp.einsum``.
 3. The gradient for operand k contracts the upstream gradient with all the *other* operands
    into k's letters. Two corrections make that exact: letters summed inside operand k alone
    are broadcast back, and repeated letters (a diagonal such as ``ii``) are put back on the
@@ -18,7 +19,9 @@ Three steps:
 from __future__ import annotations
 
 import functools
+import math
 import string
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,7 +41,8 @@ def parse(subscripts: str, shapes: tuple) -> tuple[tuple[str, ...], str, tuple]:
     if bad:
         raise ValueError(f"einsum: subscripts {subscripts!r} contain invalid characters {sorted(bad)}")
     if spec.count("->") > 1 or spec.replace("->", "").count("-") or spec.replace("->", "").count(">"):
-        raise ValueError(f"einsum: subscripts {subscripts!r} must contain '->' at most once")
+        raise ValueError(f"einsum: subscripts {subscripts!r} must contain '->' at most once, "
+                         "and '-' or '>' only as part of '->'")
     lhs, arrow, rhs = spec.partition("->")
     terms = lhs.split(",")
     if len(terms) != len(shapes):
@@ -82,7 +86,8 @@ def parse(subscripts: str, shapes: tuple) -> tuple[tuple[str, ...], str, tuple]:
         for c, n in zip(term, shape):
             seen = sizes.get(c, 1)
             if n != seen and 1 not in (n, seen):
-                raise ValueError(f"einsum: subscript {c!r} has size {seen} in one place and {n} "
+                what = "broadcast dimension '...'" if c in ell else f"subscript {c!r}"
+                raise ValueError(f"einsum: {what} has size {seen} in one place and {n} "
                                  f"in operand {i} ({subscripts!r} with shapes {list(shapes)})")
             sizes[c] = n if seen == 1 else seen
         for c in set(term):
@@ -116,36 +121,135 @@ def _pair_order(inputs: tuple, output: str, shapes: tuple) -> tuple:
     return tuple((0, 1) for _ in range(len(inputs) - 1))  # plain left to right
 
 
+@functools.lru_cache(maxsize=4096)
+def _single_target(term: str, keep: str) -> str:
+    """``term`` with each letter once and letters not in ``keep`` dropped.
+
+    Cached: it runs three times per pair, and at small sizes building these strings cost
+    as much as the matmul.
+    """
+    return "".join(dict.fromkeys(c for c in term if c in keep))
+
+
 def _reduce_single(array, term: str, keep: str):
     """Take diagonals of repeated letters and sum letters not in ``keep``; returns (array, term)."""
-    target = "".join(dict.fromkeys(c for c in term if c in keep))
+    target = _single_target(term, keep)
     if target == term:
         return array, term
     return array_module(array).einsum(f"{term}->{target}", array), target
+
+
+class _PairPlan(NamedTuple):
+    """How ``_contract_pair`` lays two operands out for one ``matmul`` (see ``_pair_plan``)."""
+
+    product: bool       # nothing to sum: multiply broadcast views instead of a matmul
+    swap: bool          # compute b @ a instead, so the result comes out in the wanted order
+    perm_a: tuple       # transpose a to (batch..., left..., summed...) ...
+    shape_a: tuple      # ... and view it as (batch..., M, K)
+    perm_b: tuple       # transpose b to (batch..., summed..., right...) ...
+    shape_b: tuple      # ... and view it as (batch..., K, N)
+    out_term: str       # the letters of the result, in its axis order
+    out_shape: tuple = ()     # the result, allocated C-contiguous in ``out_term`` order ...
+    out_grouped: tuple = ()   # ... viewed with its left and right letters merged ...
+    out_perm: tuple = ()      # ... and transposed to the (batch..., M, N) that matmul writes
+
+
+@functools.lru_cache(maxsize=4096)
+def _pair_plan(ta: str, tb: str, keep: str, shape_a: tuple, strides_a: tuple,
+               shape_b: tuple, strides_b: tuple) -> _PairPlan:
+    """Plan one pair contraction; cached, because a model repeats the same few shapes.
+
+    The plan avoids copies, which at attention sizes cost up to as much as the matmul itself
+    (before it, the scores einsum's forward and backward took 1.5-1.9x plain NumPy's time):
+
+    * Batch letters stay separate axes (``matmul`` loops over any batch layout), instead of
+      being merged into one axis, which forces a copy when they are not adjacent in memory
+      (as with the heads axis of ``aecd,abcd->acbe``).
+    * Letters merged into M, K or N are taken in the operand's memory order (by stride), so
+      the merge is a free reshape of a view; NumPy's matmul hands the transposed 2-D views
+      to BLAS directly.
+    * The result is written (``out=``) into an array already in the order ``keep`` lists, so
+      the output of the last pair is C-contiguous in the requested output order, and is not
+      a transposed view that every later op would have to copy. Operands are swapped (b @ a)
+      when that gives the wanted order directly. When the order still interleaves batch and
+      free letters (context ``acbe,aecd->abcd``), BLAS writes rows with a stride: a few
+      percent slower than a contiguous block, but much cheaper than the copy it saves later.
+    """
+    if not any(c in tb and c not in keep for c in ta):
+        # Nothing to sum: a broadcast product (batch..., left..., 1...) * (batch..., 1..., right...)
+        # is cheaper than a matmul with K = 1.
+        size = dict(zip(ta, shape_a)) | dict(zip(tb, shape_b))
+        batch = [c for c in ta if c in tb]
+        left = [c for c in ta if c not in tb]
+        right = [c for c in tb if c not in ta]
+        return _PairPlan(
+            product=True, swap=False,
+            perm_a=tuple(ta.index(c) for c in batch + left),
+            shape_a=tuple(size[c] for c in batch + left) + (1,) * len(right),
+            perm_b=tuple(tb.index(c) for c in batch + right),
+            shape_b=tuple(size[c] for c in batch) + (1,) * len(left) + tuple(size[c] for c in right),
+            out_term="".join(batch + left + right))
+
+    result = [c for c in dict.fromkeys(keep) if c in ta or c in tb]  # wanted order
+    first_free = next((c for c in result if (c in ta) != (c in tb)), None)
+    swap = first_free is not None and first_free not in ta
+    if swap:  # b's own letters come first in the wanted order: compute b @ a
+        ta, tb, shape_a, shape_b, strides_a, strides_b = tb, ta, shape_b, shape_a, strides_b, strides_a
+    size = dict(zip(ta, shape_a)) | dict(zip(tb, shape_b))
+    memory_order = lambda letters, term, strides: sorted(  # noqa: E731
+        letters, key=lambda c: -strides[term.index(c)])
+    batch = [c for c in result if c in ta and c in tb]
+    left = memory_order([c for c in ta if c not in tb], ta, strides_a)
+    right = memory_order([c for c in tb if c not in ta], tb, strides_b)
+    summed = memory_order([c for c in ta if c in tb and c not in keep], ta, strides_a)
+    prod = lambda letters: math.prod(size[c] for c in letters)  # noqa: E731
+
+    # Output order: ``result`` when its left and right letters each form one run in the order
+    # matmul produces them (always true for outputs like 'abcd' from 'ac|b|d'); else matmul's own.
+    joined = "".join(result)
+    if ("".join(left) in joined and "".join(right) in joined):
+        out_term = joined
+    else:
+        out_term = "".join(batch + left + right)
+    # The output's axes with the left run and the right run each merged into one axis, named
+    # "<M>" and "<N>" (more than one character, so never a letter); an empty run has length 1.
+    axes = []
+    for c in out_term:
+        if c in batch:
+            axes.append((c, size[c]))
+        elif left and c == left[0]:
+            axes.append(("<M>", prod(left)))
+        elif right and c == right[0]:
+            axes.append(("<N>", prod(right)))
+    axes += [(name, 1) for name, run in (("<M>", left), ("<N>", right)) if not run]
+    names = [name for name, _ in axes]
+    return _PairPlan(
+        product=False, swap=swap,
+        perm_a=tuple(ta.index(c) for c in batch + left + summed),
+        shape_a=tuple(size[c] for c in batch) + (prod(left), prod(summed)),
+        perm_b=tuple(tb.index(c) for c in batch + summed + right),
+        shape_b=tuple(size[c] for c in batch) + (prod(summed), prod(right)),
+        out_shape=tuple(size[c] for c in out_term),
+        out_grouped=tuple(n for _, n in axes),
+        out_perm=tuple(names.index(name) for name in batch + ["<M>", "<N>"]),
+        out_term=out_term)
 
 
 def _contract_pair(a, ta: str, b, tb: str, keep: str):
     """Contract two operands over their shared letters not in ``keep``, via one batched matmul."""
     a, ta = _reduce_single(a, ta, keep + tb)
     b, tb = _reduce_single(b, tb, keep + ta)
+    plan = _pair_plan(ta, tb, keep, a.shape, a.strides, b.shape, b.strides)
+    if plan.swap:
+        a, b = b, a
+    a = a.transpose(plan.perm_a).reshape(plan.shape_a)  # a reshape copies only if it must
+    b = b.transpose(plan.perm_b).reshape(plan.shape_b)
+    if plan.product:
+        return a * b, plan.out_term
     xp = array_module(a)
-    batch = [c for c in ta if c in tb and c in keep]
-    summed = [c for c in ta if c in tb and c not in keep]
-    left = [c for c in ta if c not in tb]
-    right = [c for c in tb if c not in ta]
-    size = dict(zip(ta, a.shape)) | dict(zip(tb, b.shape))
-    prod = lambda letters: int(np.prod([size[c] for c in letters], dtype=np.int64))  # noqa: E731
-    if not summed:  # nothing to sum: a broadcast product is cheaper than a matmul with K = 1
-        out_term = "".join(batch + left + right)
-        a = a.transpose([ta.index(c) for c in batch + left]).reshape(
-            [size[c] for c in batch + left] + [1] * len(right))
-        b = b.transpose([tb.index(c) for c in batch + right]).reshape(
-            [size[c] for c in batch] + [1] * len(left) + [size[c] for c in right])
-        return a * b, out_term
-    a = a.transpose([ta.index(c) for c in batch + left + summed]).reshape(prod(batch), prod(left), prod(summed))
-    b = b.transpose([tb.index(c) for c in batch + summed + right]).reshape(prod(batch), prod(summed), prod(right))
-    out = xp.matmul(a, b).reshape([size[c] for c in batch + left + right])
-    return out, "".join(batch + left + right)
+    out = xp.empty(plan.out_shape, dtype=xp.result_type(a.dtype, b.dtype))
+    xp.matmul(a, b, out=out.reshape(plan.out_grouped).transpose(plan.out_perm))
+    return out, plan.out_term
 
 
 def contract(inputs: tuple, output: str, arrays: list):
@@ -153,16 +257,19 @@ def contract(inputs: tuple, output: str, arrays: list):
     xp = array_module(arrays[0])
     if len(arrays) == 1:
         return xp.asarray(xp.einsum(f"{inputs[0]}->{output}", arrays[0]))
-    terms, arrays = list(inputs), list(arrays)
-    for i, j in _pair_order(tuple(inputs), output, tuple(a.shape for a in arrays)):
-        i, j = sorted((i, j))
-        tb, b = terms.pop(j), arrays.pop(j)
-        ta, a = terms.pop(i), arrays.pop(i)
-        keep = output + "".join(terms)
-        out, term = _contract_pair(a, ta, b, tb, keep)
-        terms.append(term)
-        arrays.append(out)
-    (term,), (out,) = terms, arrays
+    if len(arrays) == 2:  # the common case (every attention einsum and its gradients): one pair
+        out, term = _contract_pair(arrays[0], inputs[0], arrays[1], inputs[1], output)
+    else:
+        terms, arrays = list(inputs), list(arrays)
+        for i, j in _pair_order(tuple(inputs), output, tuple(a.shape for a in arrays)):
+            i, j = sorted((i, j))
+            tb, b = terms.pop(j), arrays.pop(j)
+            ta, a = terms.pop(i), arrays.pop(i)
+            keep = output + "".join(terms)
+            out, term = _contract_pair(a, ta, b, tb, keep)
+            terms.append(term)
+            arrays.append(out)
+        (term,), (out,) = terms, arrays
     out, term = _reduce_single(out, term, output)
     return out.transpose([term.index(c) for c in output]) if term != output else out
 
