@@ -298,3 +298,47 @@ def test_non_contiguous_operands():
                                np.einsum("kji,jl->ikl", a.transpose(2, 1, 0), b[:, ::2, 1:4].sum(0)),
                                rtol=1e-12)
     assert tm.gradcheck(fn, (A, B))
+
+
+# ---------------------------------------------------------------- scale and bias (one op)
+@pytest.mark.parametrize("subscripts, shapes, bias_shape", [
+    ("ij,jk->ik", [(3, 4), (4, 2)], (2,)),              # result smaller: scaled in place
+    ("bqhd,bkhd->bhqk", [(2, 3, 2, 4), (2, 5, 2, 4)], (5,)),  # result larger: a scaled operand copy
+    ("ii->i", [(3, 3)], (3,)),                           # the result is a view of the operand
+    ("ij->ji", [(3, 2)], (1, 3)),
+])
+def test_scale_and_bias_match_numpy_and_leave_operands_alone(subscripts, shapes, bias_shape):
+    rng = np.random.default_rng(1)
+    arrays = [rng.standard_normal(s) for s in shapes]
+    copies = [a.copy() for a in arrays]
+    bias = rng.standard_normal(bias_shape)
+    got = tm.einsum(subscripts, *arrays, scale=-0.5, bias=bias)
+    np.testing.assert_allclose(got.numpy(), -0.5 * np.einsum(subscripts, *copies) + bias, rtol=1e-12)
+    for a, c in zip(arrays, copies):
+        np.testing.assert_array_equal(a, c)
+    tensors = [tm.Tensor(a, requires_grad=True) for a in [*arrays, bias]]
+    assert tm.gradcheck(lambda *t: tm.einsum(subscripts, *t[:-1], scale=-0.5, bias=t[-1]), tensors)
+
+
+def test_scale_keeps_float32():
+    x = np.ones((2, 3), np.float32)
+    assert tm.einsum("ij,jk->ik", x, x.T, scale=0.1, bias=np.float32(1)).dtype == np.float32
+
+
+def test_bias_of_a_larger_dtype_is_not_added_in_place():
+    out = tm.einsum("ij,jk->ik", np.ones((2, 3), np.float32), np.ones((3, 2), np.float32),
+                    bias=np.full(2, 0.1, np.float64))
+    assert out.dtype == np.float64  # as float32 + float64 in NumPy
+    np.testing.assert_allclose(out.numpy(), 3.1)
+
+
+def test_bad_scale_and_bias_are_rejected():
+    x = np.ones((2, 3))
+    with pytest.raises(TypeError, match="scale must be a real number"):
+        tm.einsum("ij,jk->ik", x, x.T, scale="2")
+    with pytest.raises(TypeError, match="scale must be a real number"):
+        tm.einsum("ij,jk->ik", x, x.T, scale=True)
+    with pytest.raises(ValueError, match=r"bias of shape \(3,\) does not broadcast to shape \(2, 2\)"):
+        tm.einsum("ij,jk->ik", x, x.T, bias=np.ones(3))
+    with pytest.raises(ValueError, match="does not broadcast"):  # would make the result bigger
+        tm.einsum("ij,jk->ik", x, x.T, bias=np.ones((3, 2, 2)))

@@ -111,10 +111,10 @@ def test_shared_subgraph_freed_by_the_first_backward():
 def test_intermediate_is_freed_after_backward_and_del():
     x = T(np.ones(3), requires_grad=True)
     middle = x.exp()
-    ref = weakref.ref(middle)
+    ref = weakref.ref(middle.data)
     out = (middle * 2).sum()
     del middle
-    assert ref() is not None  # the graph keeps it alive for backward
+    assert ref() is not None  # the graph keeps its values alive for backward (exp's gradient reads them)
     out.backward()
     del out
     assert ref() is None  # freed by reference counting alone, no cycle left behind

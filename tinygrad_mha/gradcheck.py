@@ -8,6 +8,8 @@ error O(eps^2)), or, with ``fast=True``, moves every input along one random dire
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 
 import numpy as np
@@ -28,7 +30,15 @@ def _scalar(fn, inputs, u) -> Tensor:
     return (out * u).sum()
 
 
-def _check_inputs(inputs, eps):
+def _check_inputs(fn, inputs, eps, atol, rtol):
+    if not callable(fn):
+        raise TypeError(f"gradcheck: fn must be callable, got {type(fn).__name__}")
+    for name, value, low in (("eps", eps, "positive"), ("atol", atol, "non-negative"),
+                             ("rtol", rtol, "non-negative")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"gradcheck: {name} must be a {low} number, got {name}={value!r}")
+        if not math.isfinite(value) or value < 0 or (name == "eps" and value == 0):
+            raise ValueError(f"gradcheck: {name} must be a finite {low} number, got {name}={value!r}")
     if isinstance(inputs, Tensor):
         inputs = (inputs,)
     inputs = tuple(inputs)
@@ -54,7 +64,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
     False when ``raise_exception=False``). ``fast=True`` checks one random directional
     derivative per input instead of every element: O(1) evaluations, for large inputs.
     """
-    inputs, checked = _check_inputs(inputs, eps)
+    inputs, checked = _check_inputs(fn, inputs, eps, atol, rtol)
     rng = make_generator(seed)
     with no_grad():
         probe = fn(*inputs)
@@ -73,27 +83,28 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
     for i, a in zip(checked, analytic):
         x = inputs[i].data
         a_host = to_numpy(a.data).astype(np.float64)
-        if fast:
-            direction = rng.standard_normal(x.shape)
-            step = inputs[i].xp.asarray(direction.astype(x.dtype) * eps)
-            original = x.copy()
-            x += step
-            plus = value()
-            x[...] = original - step
-            minus = value()
-            x[...] = original
-            numeric = np.array([(plus - minus) / (2 * eps)])
-            a_host = np.array([float(np.sum(a_host * direction))])
-        else:
-            numeric = np.zeros(x.shape, dtype=np.float64)
-            for j in np.ndindex(x.shape):  # indexing, not a flat view: any strides work
-                original = x[j].copy()
-                x[j] = original + eps
+        original = x.copy()
+        try:
+            if fast:
+                direction = rng.standard_normal(x.shape)
+                step = inputs[i].xp.asarray(direction.astype(x.dtype) * eps)
+                x += step
                 plus = value()
-                x[j] = original - eps
+                x[...] = original - step
                 minus = value()
-                x[j] = original
-                numeric[j] = (plus - minus) / (2 * eps)
+                numeric = np.array([(plus - minus) / (2 * eps)])
+                a_host = np.array([float(np.sum(a_host * direction))])
+            else:
+                numeric = np.zeros(x.shape, dtype=np.float64)
+                for j in np.ndindex(x.shape):  # indexing, not a flat view: any strides work
+                    x[j] = original[j] + eps
+                    plus = value()
+                    x[j] = original[j] - eps
+                    minus = value()
+                    x[j] = original[j]
+                    numeric[j] = (plus - minus) / (2 * eps)
+        finally:  # the inputs are the caller's: give them back unperturbed, even if fn raised
+            x[...] = original
         error = np.abs(a_host - numeric)
         allowed = atol + rtol * np.abs(numeric)
         if not np.all(error <= allowed):  # NaN on either side fails here too
@@ -118,7 +129,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     The gradient is taken with ``create_graph=True``, so this checks that every backward
     formula is itself correctly differentiable, in the inputs and in the upstream gradient.
     """
-    inputs, checked = _check_inputs(inputs, eps)
+    inputs, checked = _check_inputs(fn, inputs, eps, atol, rtol)
     with no_grad():
         probe = fn(*inputs)
     if grad_outputs is None:

@@ -283,7 +283,16 @@ def gradcheck_error_vs_eps(path, fn=None, x=None, eps_values=None,
 def _graph(root: Tensor, max_nodes: int):
     """Tensors and Function nodes reachable from ``root`` (iteratively), with edges."""
     tensors, functions, edges = {}, {}, []
-    stack = [root]
+    canonical = {}  # graph node -> the one Tensor drawn for it (stand-ins share their tensor's node)
+
+    def canon(t):
+        key = id(t._ctx) if t._ctx is not None else id(t)
+        if key not in canonical:
+            real = getattr(t._ctx, "_output", lambda: None)() if t._ctx is not None else None
+            canonical[key] = t if real is None else real
+        return canonical[key]
+
+    stack = [canon(root)]
     while stack:
         t = stack.pop()
         if id(t) in tensors:
@@ -297,7 +306,7 @@ def _graph(root: Tensor, max_nodes: int):
                              "calling backward, or call backward(retain_graph=True)")
         functions[id(ctx)] = ctx
         edges.append((id(ctx), id(t)))
-        for parent in ctx.inputs:
+        for parent in map(canon, ctx.inputs):
             edges.append((id(parent), id(ctx)))
             stack.append(parent)
         if len(tensors) + len(functions) > max_nodes:

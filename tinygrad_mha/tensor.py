@@ -13,6 +13,7 @@ broadcasting is undone, so each op states its derivative as if shapes always mat
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 
 import numpy as np
@@ -82,7 +83,10 @@ def _as_array(data, dtype, device):
     else:
         if isinstance(data, (str, bytes)) or data is None:
             raise TypeError(f"Tensor data must be a number, a (nested) list or an array, got {type(data).__name__}")
-        array = np.asarray(data)
+        try:
+            array = np.asarray(data)
+        except ValueError as exc:  # a ragged nested list
+            raise ValueError(f"Tensor data must be a rectangular (nested) list or an array: {exc}") from exc
         if array.dtype.kind not in "fiub":
             raise TypeError(f"Tensor data must be numeric or bool, got an array of dtype {array.dtype}")
         if device is not None and backend.check_device(device) != "cpu":
@@ -201,7 +205,11 @@ class Tensor:
         """Cast; differentiable between float dtypes (the gradient is cast back)."""
         from .ops.elementwise import Cast
         dtype = _canonical_dtype(dtype)
-        return self if dtype == self.dtype else Cast.apply(self, dtype=dtype)
+        if dtype == self.dtype:
+            return self
+        if dtype.kind != "f":  # ints and bools carry no gradient: the result leaves the graph
+            return Tensor._wrap(self.data.astype(dtype))
+        return Cast.apply(self, dtype=dtype)
 
     def zero_grad(self) -> None:
         self._grad = None
@@ -296,25 +304,52 @@ class Function:
     on ``self`` what backward needs) and ``backward(grad) -> gradient per input`` (Tensors or
     None). ``apply`` records the node only when some input requires a gradient and grad mode
     is on; otherwise the Function object, and whatever forward kept, is dropped at once.
+
+    Two class attributes say what backward reads, so that the node keeps nothing else alive
+    (the defaults keep everything, which is always correct). An attention step's largest
+    arrays are its (B, H, T, S) scores: keeping the softmax input alive for a backward that
+    never reads it cost a fifth of the step's peak memory.
+
+    * ``uses_inputs``: "all"; "none" (only shapes and dtypes); or "others", as in a product:
+      an input's values serve only the *other* inputs' gradients, so they are kept only when
+      one of those needs a gradient.
+    * ``uses_output``: whether backward reads ``self.output``.
+
+    An input whose values are not kept is replaced in ``inputs`` by a ``_StandIn``.
     """
 
     inputs: tuple = ()
+    uses_inputs = "all"
+    uses_output = True
 
     @classmethod
     def apply(cls, *inputs, **params) -> Tensor:
         fn = cls()
         out = fn.forward(*[t.data for t in inputs], **params)
-        if _GradMode.enabled and any(t.requires_grad for t in inputs):
-            fn.inputs = inputs
-            result = Tensor._wrap(out, True, fn)
-            fn._output = weakref.ref(result)  # weak: the output owns the node, not vice versa
-            return result
-        return Tensor._wrap(out)
+        if not _GradMode.enabled:
+            return Tensor._wrap(out)
+        for t in inputs:  # (a plain loop: any() over a generator costs five times as much)
+            if t.requires_grad:
+                break
+        else:
+            return Tensor._wrap(out)
+        fn.inputs = inputs if cls.uses_inputs == "all" else _keep_needed(inputs, cls.uses_inputs)
+        result = Tensor._wrap(out, True, fn)
+        fn._output = weakref.ref(result)  # weak: the output owns the node, not vice versa
+        if cls.uses_output:
+            fn._output_data = out  # the array only (a Tensor here would be a reference cycle)
+        return result
 
     @property
     def output(self) -> Tensor:
-        """The Tensor this node produced (alive while anything downstream can still backprop)."""
-        return self._output()
+        """The Tensor this node produced; once that is gone, a new Tensor on the same node and data."""
+        out = self._output()
+        if out is None:
+            if "_output_data" not in self.__dict__:
+                raise RuntimeError(f"{type(self).__name__}.backward reads self.output, so the class "
+                                   "must not set uses_output = False")
+            out = Tensor._wrap(self._output_data, True, self)
+        return out
 
     def forward(self, *arrays, **params):
         raise NotImplementedError
@@ -331,7 +366,50 @@ class Function:
         return f"<{type(self).__name__}>"
 
 
+class _StandIn(Tensor):
+    """Takes a computed input's place in a node whose backward reads only its shape and dtype.
+
+    It points at the input's node (``_ctx``), so gradients still flow there, but not at its
+    data, which is freed as soon as nothing else needs it. ``data`` is None: a backward that
+    reads it after all fails loudly.
+    """
+
+    __slots__ = ("_shape", "_dtype", "_device")
+    shape = property(lambda self: self._shape)
+    ndim = property(lambda self: len(self._shape))
+    size = property(lambda self: math.prod(self._shape))
+    dtype = property(lambda self: self._dtype)
+    device = property(lambda self: self._device)
+    xp = property(lambda self: backend.xp_for(self._device))
+
+    @classmethod
+    def of(cls, t: Tensor) -> "_StandIn":
+        s = cls._wrap(None, t.requires_grad, t._ctx)
+        data = t.data
+        if data is None:  # a stand-in of a stand-in
+            s._shape, s._dtype, s._device = t.shape, t.dtype, t.device
+        else:
+            s._shape, s._dtype = data.shape, data.dtype
+            s._device = "cpu" if type(data) is np.ndarray else backend.device_of(data)
+        return s
+
+
+def _keep_needed(inputs, rule: str) -> tuple:
+    """``inputs`` with a stand-in for each computed input whose values backward does not read.
+
+    Leaves stay: their owner keeps them alive anyway, and ``.grad`` must land on them.
+    """
+    wanting = sum([t.requires_grad for t in inputs]) if rule == "others" else 0
+    # for "others", t is needed when some input besides t wants a gradient
+    return tuple([t if t._ctx is None or wanting - t.requires_grad > 0 else _StandIn.of(t) for t in inputs])
+
+
 # ---------------------------------------------------------------- the engine
+def _node_id(t: Tensor) -> int:
+    """Who a gradient belongs to: a computed tensor's node (shared with its stand-ins), or a leaf."""
+    return id(t._ctx) if t._ctx is not None else id(t)
+
+
 def _topological_order(roots):
     """Tensors reachable from ``roots`` that need gradients, each after everything it depends on.
 
@@ -344,11 +422,12 @@ def _topological_order(roots):
         if children_done:
             order.append(tensor)
             continue
-        if id(tensor) in visited:
-            continue
-        visited.add(id(tensor))
-        stack.append((tensor, True))
         ctx = tensor._ctx
+        key = id(ctx) if ctx is not None else id(tensor)  # _node_id, inlined: this loop is hot
+        if key in visited:
+            continue
+        visited.add(key)
+        stack.append((tensor, True))
         if ctx is not None:
             if ctx.inputs is None:
                 raise RuntimeError(
@@ -356,17 +435,14 @@ def _topological_order(roots):
                     "backward were freed by the first call. Pass retain_graph=True to the first "
                     "backward() if you need to go through the graph again.")
             for parent in ctx.inputs:
-                if parent.requires_grad and id(parent) not in visited:
+                if parent.requires_grad:  # (already visited ones are skipped when popped)
                     stack.append((parent, False))
     return order
 
 
 def _sum_to_shape(grad: Tensor, shape) -> Tensor:
     """Undo broadcasting: sum ``grad`` down to ``shape`` (the single place this happens)."""
-    if grad.shape == shape:
-        return grad
-    from .ops.reduce import sum_to
-    return sum_to(grad, shape)
+    return grad if grad.shape == shape else _ops.sum_to(grad, shape)
 
 
 def _backprop(roots, root_grads, retain_graph=False, create_graph=False, capture=None):
@@ -377,25 +453,34 @@ def _backprop(roots, root_grads, retain_graph=False, create_graph=False, capture
     instead (as ``tm.grad`` does) and no ``.grad`` is touched.
     """
     order = _topological_order(roots)  # raises before anything changes if the graph was freed
-    grads: dict[int, Tensor] = {}
+    grads: dict[int, Tensor] = {}  # by _node_id
     for root, g in zip(roots, root_grads):
-        grads[id(root)] = grads[id(root)] + g if id(root) in grads else g
-    wanted = None if capture is None else {id(t) for t in capture}
+        key = _node_id(root)
+        grads[key] = grads[key] + g if key in grads else g
+    wanted = None if capture is None else {_node_id(t) for t in capture}
     captured: dict[int, Tensor] = {}
+    summed = set()  # keys whose gradient is a sum this loop made: nobody else sees it yet
 
     previous = _GradMode.enabled
     _GradMode.enabled = create_graph  # record the backward ops only when asked to
     try:
-        for tensor in reversed(order):
-            g = grads.pop(id(tensor), None)
+        while order:
+            # Popped, not iterated: once its node is done, nothing here keeps a tensor alive.
+            tensor = order.pop()
+            ctx = tensor._ctx
+            key = id(ctx) if ctx is not None else id(tensor)
+            g = grads.pop(key, None)
             if g is None:
                 continue
             if wanted is not None:
-                if id(tensor) in wanted:
-                    captured[id(tensor)] = g
-            elif tensor._ctx is None or tensor._retains_grad:
+                if key in wanted:
+                    captured[key] = g
+            elif ctx is None:
                 tensor._grad = g if tensor._grad is None else tensor._grad + g
-            ctx = tensor._ctx
+            else:
+                real = ctx._output()  # retain_grad was asked of the tensor itself, not a stand-in
+                if real is not None and real._retains_grad:
+                    real._grad = g if real._grad is None else real._grad + g
             if ctx is None:
                 continue
             input_grads = ctx.backward(g)
@@ -404,11 +489,24 @@ def _backprop(roots, root_grads, retain_graph=False, create_graph=False, capture
             for parent, pg in zip(ctx.inputs, input_grads):
                 if pg is None or not parent.requires_grad:
                     continue
-                pg = _sum_to_shape(pg, parent.shape)
-                if pg.dtype != parent.dtype:
-                    pg = pg.astype(parent.dtype)
-                key = id(parent)
-                grads[key] = grads[key] + pg if key in grads else pg
+                shape, dtype = parent.shape, parent.dtype
+                if pg.data.shape != shape:
+                    pg = _sum_to_shape(pg, shape)
+                if pg.data.dtype != dtype:
+                    pg = pg.astype(dtype)
+                key = id(parent._ctx) if parent._ctx is not None else id(parent)
+                if key not in grads:
+                    grads[key] = pg
+                elif create_graph:  # the sum is recorded, so it must be a new tensor
+                    grads[key] = grads[key] + pg
+                elif key in summed:
+                    # Add in place (a third contribution and on): this array is one the loop
+                    # made by summing, so no op and no caller holds it. (x in self-attention
+                    # gets three: from the query, key and value projections.)
+                    grads[key].data += pg.data
+                else:
+                    grads[key] = Tensor._wrap(grads[key].data + pg.data)
+                    summed.add(key)
             if not retain_graph:
                 ctx.release()
     finally:
@@ -444,7 +542,7 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
     retain = create_graph if retain_graph is None else retain_graph
     captured = _backprop(roots, seeds, retain_graph=retain, create_graph=create_graph,
                          capture=inputs) if roots else {}
-    return [captured[id(t)] if id(t) in captured else Tensor._wrap(t.xp.zeros_like(t.data))
+    return [captured[_node_id(t)] if _node_id(t) in captured else Tensor._wrap(t.xp.zeros_like(t.data))
             for t in inputs]
 
 

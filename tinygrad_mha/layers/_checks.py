@@ -8,6 +8,11 @@ import numbers
 import numpy as np
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type. A TypeError, as Python expects; also a ValueError, which
+    is what these checks raised first (and what Keras raises), so older ``except`` clauses hold."""
+
+
 def positive_int(value, name: str, layer: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{layer}: {name} must be a positive integer, got {name}={value!r}")

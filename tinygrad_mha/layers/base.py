@@ -40,6 +40,54 @@ def _check_dtype(dtype, name="dtype") -> np.dtype:
     return dt
 
 
+def _check_path(path, what: str) -> str:
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"{what}: path must be a str or os.PathLike, got {type(path).__name__}") from None
+
+
+class _RefusedFile(ValueError):
+    """A readable weights file whose contents do not fit the layer (names, shapes, dtypes)."""
+
+
+def _structural_key(key: str) -> str:
+    """'03|layer_normalization_1/gamma' -> '03|gamma'."""
+    index, _, name = key.partition("|")
+    return f"{index}|{name.rsplit('/', 1)[-1]}"
+
+
+def _read_weights_file(path: str, expected: dict) -> dict:
+    """The arrays of an .npz file written by ``save_weights``, checked against ``expected``
+    (key -> Parameter): every name, and each array's dtype and shape before its data is read."""
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+    with open(path, "rb") as f, zipfile.ZipFile(f) as archive:
+        names = [n[:-4] if n.endswith(".npy") else n for n in archive.namelist()]
+        # Matched by position and the weight's own name ("03|gamma"), not the layer's: a second
+        # instance of a model has other automatic layer names (dense_1/kernel) but reads the file.
+        members = {_structural_key(k): n for k, n in zip(names, archive.namelist())}
+        if sorted(members) != sorted(map(_structural_key, expected)):
+            raise _RefusedFile(f"load_weights: {path} holds weights {sorted(names)}, "
+                               f"expected {list(expected)}")
+        arrays = {}
+        for key, weight in expected.items():
+            with archive.open(members[_structural_key(key)]) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in read_header:
+                    raise ValueError(f"array {key!r} uses .npy format version {version}")
+                shape, _, dtype = read_header[version](member)
+                if dtype.kind not in "fiu":
+                    raise _RefusedFile(f"load_weights: {path}: array {key!r} has dtype {dtype}, "
+                                       f"but weight {weight.name!r} needs numbers")
+                if tuple(shape) != weight.shape:
+                    raise _RefusedFile(f"load_weights: {path}: array {key!r} has shape {tuple(shape)}, "
+                                       f"but weight {weight.name!r} has shape {weight.shape}")
+            with archive.open(members[_structural_key(key)]) as member:
+                arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+    return arrays
+
+
 class Layer:
     """Base class: subclasses implement ``build(*input_shapes)`` and ``call(*inputs, ...)``."""
 
@@ -59,6 +107,12 @@ class Layer:
     def __setattr__(self, key, value):
         # Parameters and sub-layers are tracked in the order they are assigned.
         # (identity checks: ``in`` would call Tensor.__eq__, which compares elementwise)
+        old = self.__dict__.get(key)
+        if isinstance(old, (Parameter, Layer)) and old is not value and not any(
+                v is old for k, v in self.__dict__.items() if k != key):
+            # Replaced (e.g. by a second build): stop tracking it, or ``weights`` would list both.
+            tracked = self._params if isinstance(old, Parameter) else self._sublayers
+            tracked[:] = [t for t in tracked if t is not old]
         if isinstance(value, Parameter) and not any(p is value for p in self._params):
             self._params.append(value)
         elif isinstance(value, Layer) and not any(s is value for s in self._sublayers):
@@ -73,6 +127,9 @@ class Layer:
             values = init(tuple(shape), dtype=self.dtype, device=self.device, fan_in=fan_in, fan_out=fan_out)
         else:  # a plain function, Keras style: fn(shape, dtype) -> array
             values = init(tuple(shape), dtype=self.dtype)
+        if tuple(np.shape(values)) != tuple(shape):
+            raise ValueError(f"{self.name}: the initializer {init!r} returned values of shape "
+                             f"{tuple(np.shape(values))} for weight {name!r} of shape {tuple(shape)}")
         return Parameter(values, name=f"{self.name}/{name}", regularizer=regularizer,
                          constraint=constraint, dtype=self.dtype, device=self.device)
 
@@ -88,11 +145,12 @@ class Layer:
     def trainable_weights(self) -> list[Parameter]:
         return [w for w in self.weights if w.trainable]
 
-    def _layers(self):
+    def _layers(self) -> list:
         """This layer and every sub-layer, depth first."""
-        yield self
+        out = [self]
         for layer in self._sublayers:
-            yield from layer._layers()
+            out += layer._layers()
+        return out
 
     # ------------------------------------------------------------ calling
     def build(self, *input_shapes):
@@ -103,8 +161,8 @@ class Layer:
 
     def __call__(self, *args, **kwargs):
         previous = [(layer, layer._activity_losses) for layer in self._layers()]
-        for layer, _ in previous:
-            layer._activity_losses = []
+        for layer, _ in previous:  # (a plain list: no need for the tracking __setattr__)
+            layer.__dict__["_activity_losses"] = []
         try:
             out = self.call(*args, **kwargs)
         except BaseException:
@@ -122,13 +180,18 @@ class Layer:
         if not isinstance(x, Tensor):
             if x is None or isinstance(x, (str, bytes)):
                 raise TypeError(f"{name} must be a Tensor or an array, got {type(x).__name__}")
-            x = Tensor(x, device=self.device)
-        elif x.device != self.device:
+            try:
+                x = Tensor(x, device=self.device)
+            except (TypeError, ValueError) as exc:  # say which argument it was
+                raise type(exc)(f"{name} must be a float Tensor or array: {exc}") from exc
+        elif not (type(x.data) is np.ndarray and self.device == "cpu") and x.device != self.device:
+            # (the first test is the common case, and much cheaper than asking for x.device)
             raise ValueError(f"{name} is on {x.device!r} but layer {self.name!r} is on {self.device!r}; "
                              f"move one of them with .to()")
-        if x.dtype.kind != "f":
-            raise TypeError(f"{name} must hold floating point values, got dtype {x.dtype}")
-        return x if x.dtype == self.dtype else x.astype(self.dtype)
+        dtype = x.dtype
+        if dtype.kind != "f":
+            raise TypeError(f"{name} must hold floating point values, got dtype {dtype}")
+        return x if dtype == self.dtype else x.astype(self.dtype)
 
     # ------------------------------------------------------------ losses
     @property
@@ -145,13 +208,20 @@ class Layer:
     def set_weights(self, arrays) -> None:
         """Replace every weight's values; checks all shapes first, so a bad list changes nothing."""
         weights = self.weights
+        if isinstance(arrays, (Tensor, np.ndarray, str, bytes)) or not hasattr(arrays, "__iter__"):
+            raise TypeError(f"set_weights: arrays must be a list of {len(weights)} arrays, "
+                            f"got {type(arrays).__name__}")
         arrays = list(arrays)
         if len(arrays) != len(weights):
             raise ValueError(f"set_weights: layer {self.name!r} has {len(weights)} weights "
                              f"but {len(arrays)} arrays were given")
         checked = []
         for w, a in zip(weights, arrays):
-            a = backend.to_numpy(a.data if isinstance(a, Tensor) else a)
+            try:
+                a = backend.to_numpy(a.data if isinstance(a, Tensor) else a)
+            except ValueError as exc:  # e.g. a ragged nested list
+                raise ValueError(f"set_weights: the array for weight {w.name!r} is not a "
+                                 f"rectangular array: {exc}") from exc
             if a.dtype.kind not in "fiu":
                 raise TypeError(f"set_weights: weight {w.name!r} needs numbers, got dtype {a.dtype}")
             if a.shape != w.shape:
@@ -168,7 +238,7 @@ class Layer:
         """Write the weights to an .npz file (atomically: a temporary file, then a rename)."""
         if not self.built:
             raise ValueError(f"save_weights: layer {self.name!r} has no weights until it is built")
-        path = os.fspath(path)
+        path = _check_path(path, "save_weights")
         if not path.endswith(".npz"):
             raise ValueError(f"save_weights: path must end in .npz, got {path!r}")
         folder = os.path.dirname(os.path.abspath(path))
@@ -183,24 +253,24 @@ class Layer:
             raise
 
     def load_weights(self, path) -> None:
-        """Read weights saved by ``save_weights``; names and shapes are checked before any change."""
+        """Read weights saved by ``save_weights``; names, shapes and dtypes are checked before any change.
+
+        The file may come from anyone: nothing is unpickled, and each array's header is checked
+        against the weight it is meant for before its data is read, so a forged header cannot
+        make us allocate more than the layer's own weights.
+        """
         if not self.built:
             raise ValueError(f"load_weights: build layer {self.name!r} first (call it once or call build())")
-        keys = self._weight_keys()
+        path = _check_path(path, "load_weights")
+        expected = dict(zip(self._weight_keys(), self.weights))
         try:
-            data = np.load(os.fspath(path), allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single array, not named weights")
-            with data:
-                found = sorted(data.files)
-                arrays = {k: data[k] for k in found}
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-            # ValueError is how NumPy refuses pickled object arrays with allow_pickle=False.
-            raise ValueError(f"load_weights: {path} is not a valid .npz weights file: {exc}") from exc
-        if found != sorted(keys):
-            raise ValueError(f"load_weights: {path} holds weights {found}, expected {keys}")
-        arrays = [arrays[k] for k in keys]
-        self.set_weights(arrays)
+            arrays = _read_weights_file(path, expected)
+        except _RefusedFile as exc:
+            raise ValueError(str(exc)) from None
+        except Exception as exc:  # anything that goes wrong decoding the file: zip, zlib, npy header ...
+            raise ValueError(f"load_weights: {path} is not a valid .npz weights file: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        self.set_weights([arrays[k] for k in expected])
 
     # ------------------------------------------------------------ devices and config
     def to(self, device) -> "Layer":

@@ -27,6 +27,7 @@ from .. import backend, constraints, initializers, regularizers
 from ..ops import dropout, einsum, softmax
 from ..tensor import Tensor
 from .base import Layer
+from ._checks import ArgumentTypeError
 from .einsum_dense import EinsumDense
 
 
@@ -34,8 +35,10 @@ def _positive_int(value, name, optional=False):
     if optional and value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"MultiHeadAttention: {name} must be a positive integer"
-                         f"{' or None' if optional else ''}, got {name}={value!r}")
+        wrong_type = isinstance(value, bool) or not isinstance(value, numbers.Integral)
+        raise (ArgumentTypeError if wrong_type else ValueError)(
+            f"MultiHeadAttention: {name} must be a positive integer"
+            f"{' or None' if optional else ''}, got {name}={value!r}")
     return int(value)
 
 
@@ -65,7 +68,9 @@ class MultiHeadAttention(Layer):
         heads = _positive_int(num_heads, "num_heads")
         kdim = _positive_int(key_dim, "key_dim")
         vdim = _positive_int(value_dim, "value_dim", optional=True)
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise ArgumentTypeError(f"MultiHeadAttention: dropout must be a number in [0, 1), got dropout={dropout!r}")
+        if not 0 <= dropout < 1:
             raise ValueError(f"MultiHeadAttention: dropout must be a number in [0, 1), got dropout={dropout!r}")
         for flag, value in (("use_bias", use_bias), ("use_gate", use_gate)):
             if not isinstance(value, (bool, np.bool_)):
@@ -74,16 +79,19 @@ class MultiHeadAttention(Layer):
             if isinstance(output_shape, numbers.Integral) and not isinstance(output_shape, bool):
                 output_shape = (output_shape,)
             if not isinstance(output_shape, (tuple, list)) or not output_shape:
-                raise ValueError("MultiHeadAttention: output_shape must be an int, or a non-empty tuple "
-                                 f"or list of ints, got output_shape={output_shape!r}")
+                error = ValueError if isinstance(output_shape, (tuple, list)) else ArgumentTypeError
+                raise error("MultiHeadAttention: output_shape must be an int, or a non-empty tuple "
+                            f"or list of ints, got output_shape={output_shape!r}")
             output_shape = tuple(_positive_int(n, "output_shape entries") for n in output_shape)
         if attention_axes is not None:
             if isinstance(attention_axes, numbers.Integral) and not isinstance(attention_axes, bool):
                 attention_axes = (attention_axes,)
             if not isinstance(attention_axes, (tuple, list)) or not attention_axes or any(
                     isinstance(a, bool) or not isinstance(a, numbers.Integral) for a in attention_axes):
-                raise ValueError("MultiHeadAttention: attention_axes must be an int, or a non-empty tuple "
-                                 f"or list of ints, got attention_axes={attention_axes!r}")
+                empty = isinstance(attention_axes, (tuple, list)) and not attention_axes
+                raise (ValueError if empty else ArgumentTypeError)(
+                    "MultiHeadAttention: attention_axes must be an int, or a non-empty tuple "
+                    f"or list of ints, got attention_axes={attention_axes!r}")
             attention_axes = tuple(int(a) for a in attention_axes)
         sliding_window = _positive_int(sliding_window, "sliding_window", optional=True)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
@@ -132,6 +140,10 @@ class MultiHeadAttention(Layer):
 
     def _check_shapes(self, q_shape, v_shape, k_shape) -> tuple[int, ...]:
         """Validate the three input shapes together; return the attention axes."""
+        key = (tuple(q_shape), tuple(v_shape), tuple(k_shape), self.attention_axes)
+        known = self.__dict__.setdefault("_checked_shapes", {})  # a model repeats a few shapes
+        if key in known:
+            return known[key]
         for name, shape in (("query", q_shape), ("value", v_shape), ("key", k_shape)):
             if len(shape) < 3:
                 raise ValueError(f"MultiHeadAttention: {name} must have rank >= 3 "
@@ -147,6 +159,9 @@ class MultiHeadAttention(Layer):
             if a not in axes and q_shape[a] != v_shape[a]:
                 raise ValueError(f"MultiHeadAttention: query and value must agree on axis {a} (a batch "
                                  f"axis, not an attention axis), got shapes {tuple(q_shape)} and {tuple(v_shape)}")
+        if len(known) > 256:
+            known.clear()
+        known[key] = axes
         return axes
 
     # ------------------------------------------------------------ build
@@ -172,13 +187,16 @@ class MultiHeadAttention(Layer):
             return layer
 
         # Creation order is weight order: query, key, (gate), value, output, as in Keras.
-        self.query_dense = dense("query", self.key_dim, query_shape)
-        self.key_dense = dense("key", self.key_dim, key_shape)
-        self.gate_dense = dense("gate", self.value_dim, query_shape, "sigmoid") if self.use_gate else None
-        self.value_dense = dense("value", self.value_dim, value_shape)
+        # All are made before any is attached, so a failing initializer leaves the layer as it was.
+        made = {"query_dense": dense("query", self.key_dim, query_shape),
+                "key_dense": dense("key", self.key_dim, key_shape)}
+        made["gate_dense"] = dense("gate", self.value_dim, query_shape, "sigmoid") if self.use_gate else None
+        made["value_dense"] = dense("value", self.value_dim, value_shape)
         context_shape = tuple(query_shape[:-1]) + (self.num_heads, self.value_dim)
-        self.output_dense = dense("attention_output", None, context_shape, bound=2,
-                                  out=self.output_shape or (query_shape[-1],))
+        made["output_dense"] = dense("attention_output", None, context_shape, bound=2,
+                                     out=self.output_shape or (query_shape[-1],))
+        for attribute, layer in made.items():
+            setattr(self, attribute, layer)
         self._build_equations(rank)
         self.built = True
 
@@ -205,18 +223,26 @@ class MultiHeadAttention(Layer):
             if mask.device != self.device:
                 raise ValueError(f"MultiHeadAttention: {name} is on {mask.device!r} but the layer is on {self.device!r}")
             mask = mask.data
-        xp = backend.xp_for(self.device)
-        if backend.is_cupy_array(mask) or isinstance(mask, np.ndarray):
-            mask = backend.to_device(mask, self.device)
-        else:
-            mask = xp.asarray(np.asarray(mask))
+        if not (backend.is_cupy_array(mask) or isinstance(mask, np.ndarray)):
+            try:
+                mask = np.asarray(mask)
+            except ValueError as exc:  # a ragged nested list
+                raise ValueError(f"MultiHeadAttention: {name} must be a rectangular array: {exc}") from exc
         if mask.dtype.kind not in "biuf":
             raise TypeError(f"MultiHeadAttention: {name} must be boolean or 0/1 numbers, got dtype {mask.dtype}")
+        if mask.dtype.kind in "if" and mask.size and not bool((mask >= 0).all()):  # NaN fails too
+            raise ValueError(f"MultiHeadAttention: {name} must hold True/False or 0/1 (nonzero = attend), "
+                             f"got negative or NaN values; an additive mask (0 / -inf) would be read "
+                             f"backwards here: pass (mask == 0) instead")
+        mask = backend.to_device(mask, self.device)
         return mask if mask.dtype == bool else mask != 0
 
     def _attention_mask(self, q_shape, v_shape, axes, attention_mask, query_mask, value_mask,
                         key_mask, use_causal_mask):
         """Every mask ANDed into one boolean array shaped (or broadcastable) like the scores."""
+        if (attention_mask is None and query_mask is None and value_mask is None and key_mask is None
+                and not use_causal_mask and self.sliding_window is None):
+            return None  # the common case, without building the position grids below
         rank = len(q_shape)
         batch_axes = [a for a in range(rank - 1) if a not in axes]
         batch_shape = tuple(q_shape[a] for a in batch_axes)
@@ -297,19 +323,22 @@ class MultiHeadAttention(Layer):
         axes = self._check_shapes(query.shape, value.shape, key.shape)
         if self.built:
             self.query_dense.check_input_shape(query.shape, "query")
+            self.value_dense.check_input_shape(value.shape, "value")  # before key: key defaults to value
             self.key_dense.check_input_shape(key.shape, "key")
-            self.value_dense.check_input_shape(value.shape, "value")
         mask = self._attention_mask(query.shape, value.shape, axes, attention_mask, query_mask,
                                     value_mask, key_mask, bool(use_causal_mask))
         if not self.built:
             self.build(query.shape, value.shape, key.shape)
 
         gate = self.gate_dense(query) if self.use_gate else None
-        q = self.query_dense(query) * (1.0 / math.sqrt(self.key_dim))
+        q = self.query_dense(query)
         k = self.key_dense(key)
         v = self.value_dense(value)
-        scores = einsum(self._dot_equation, k, q)
-        probs = softmax(scores, axis=self._softmax_axes, mask=mask)
+        # Scaled by 1/sqrt(key_dim) inside the einsum, which puts it on a (B, T, H, D) projection,
+        # not on the larger scores, and keeps no scaled copy for backward.
+        scores = einsum(self._dot_equation, k, q, scale=1.0 / math.sqrt(self.key_dim))
+        # (the scores are ours alone and never read again: the probabilities may take their memory)
+        probs = softmax(scores, axis=self._softmax_axes, mask=mask, overwrite_x=True)
         weights = probs
         if training and self.dropout > 0:
             weights = dropout(probs, self.dropout, training=True, seed=self._generator())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..tensor import Tensor
@@ -24,6 +26,13 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
 
 
 def same_device(*tensors: Tensor, op: str) -> None:
+    # One array type per device (numpy.ndarray, cupy.ndarray): comparing types is the fast check.
+    kind = type(tensors[0].data)
+    for t in tensors:
+        if type(t.data) is not kind:
+            break
+    else:
+        return
     devices = {t.device for t in tensors}
     if len(devices) > 1:
         shown = ", ".join(f"{t.device} {t.shape}" for t in tensors)
@@ -36,13 +45,20 @@ def pair(a, b, op: str) -> tuple[Tensor, Tensor]:
         a = as_tensor(a, b if isinstance(b, Tensor) else None)
     if not isinstance(b, Tensor):
         b = as_tensor(b, a)
-    if a.device != b.device:
+    if type(a.data) is not type(b.data):  # one array type per device: the cheap test first
         same_device(a, b, op=op)
     return a, b
 
 
 def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
     """``axis`` (None, int or sequence, negatives allowed) as a sorted tuple of axes."""
+    if type(axis) is int or (type(axis) is tuple and all(type(a) is int for a in axis)):
+        return _normalize_axes(axis, ndim, name)  # from a cache: every softmax and sum asks
+    return _normalize_axes.__wrapped__(axis, ndim, name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _normalize_axes(axis, ndim: int, name: str) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
     if not isinstance(axis, (int, np.integer, tuple, list)):
@@ -62,9 +78,14 @@ def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
 
 def check_broadcast(shape, target, what: str) -> None:
     """Raise unless ``shape`` broadcasts to exactly ``target``."""
-    try:
-        ok = np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
-    except ValueError:
-        ok = False
-    if not ok:
+    if not _broadcasts_to(tuple(shape), tuple(target)):
         raise ValueError(f"{what} of shape {tuple(shape)} does not broadcast to shape {tuple(target)}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    # cached: np.broadcast_shapes costs as much as a small op, and a model repeats its shapes
+    try:
+        return np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..backend import array_module
 from ..tensor import Function, Tensor
-from .common import as_tensor, same_device
+from .common import as_tensor, check_broadcast, same_device
 
 LETTERS = string.ascii_letters
 
@@ -102,6 +102,12 @@ def parse(subscripts: str, shapes: tuple) -> tuple[tuple[str, ...], str, tuple]:
     return inputs, output, squeeze
 
 
+@functools.lru_cache(maxsize=1024)
+def _output_shape(inputs: tuple, output: str, shapes: tuple) -> tuple:
+    sizes = {c: n for term, shape in zip(inputs, shapes) for c, n in zip(term, shape)}
+    return tuple(sizes[c] for c in output)
+
+
 def _check_dots(term: str, subscripts: str) -> None:
     if term.count(".") not in (0, 3) or (term.count(".") == 3 and "..." not in term):
         raise ValueError(f"einsum: subscripts {subscripts!r} use '.' outside a single '...'")
@@ -144,7 +150,7 @@ class _PairPlan(NamedTuple):
 
     product: bool       # nothing to sum: multiply broadcast views instead of a matmul
     swap: bool          # compute b @ a instead, so the result comes out in the wanted order
-    perm_a: tuple       # transpose a to (batch..., left..., summed...) ...
+    perm_a: tuple       # transpose a to (batch..., left..., summed...) (None: it already is) ...
     shape_a: tuple      # ... and view it as (batch..., M, K)
     perm_b: tuple       # transpose b to (batch..., summed..., right...) ...
     shape_b: tuple      # ... and view it as (batch..., K, N)
@@ -152,6 +158,12 @@ class _PairPlan(NamedTuple):
     out_shape: tuple = ()     # the result, allocated C-contiguous in ``out_term`` order ...
     out_grouped: tuple = ()   # ... viewed with its left and right letters merged ...
     out_perm: tuple = ()      # ... and transposed to the (batch..., M, N) that matmul writes
+    out_direct: bool = False  # True: that view is the result itself
+
+
+def _moved(perm: tuple):
+    """A transpose, or None for the identity (saves a NumPy call per operand on the hot path)."""
+    return None if perm == tuple(range(len(perm))) else perm
 
 
 @functools.lru_cache(maxsize=4096)
@@ -184,9 +196,9 @@ def _pair_plan(ta: str, tb: str, keep: str, shape_a: tuple, strides_a: tuple,
         right = [c for c in tb if c not in ta]
         return _PairPlan(
             product=True, swap=False,
-            perm_a=tuple(ta.index(c) for c in batch + left),
+            perm_a=_moved(tuple(ta.index(c) for c in batch + left)),
             shape_a=tuple(size[c] for c in batch + left) + (1,) * len(right),
-            perm_b=tuple(tb.index(c) for c in batch + right),
+            perm_b=_moved(tuple(tb.index(c) for c in batch + right)),
             shape_b=tuple(size[c] for c in batch) + (1,) * len(left) + tuple(size[c] for c in right),
             out_term="".join(batch + left + right))
 
@@ -223,15 +235,17 @@ def _pair_plan(ta: str, tb: str, keep: str, shape_a: tuple, strides_a: tuple,
             axes.append(("<N>", prod(right)))
     axes += [(name, 1) for name, run in (("<M>", left), ("<N>", right)) if not run]
     names = [name for name, _ in axes]
+    out_shape = tuple(size[c] for c in out_term)
+    out_grouped = tuple(n for _, n in axes)
+    out_perm = tuple(names.index(name) for name in batch + ["<M>", "<N>"])
     return _PairPlan(
         product=False, swap=swap,
-        perm_a=tuple(ta.index(c) for c in batch + left + summed),
+        perm_a=_moved(tuple(ta.index(c) for c in batch + left + summed)),
         shape_a=tuple(size[c] for c in batch) + (prod(left), prod(summed)),
-        perm_b=tuple(tb.index(c) for c in batch + summed + right),
+        perm_b=_moved(tuple(tb.index(c) for c in batch + summed + right)),
         shape_b=tuple(size[c] for c in batch) + (prod(summed), prod(right)),
-        out_shape=tuple(size[c] for c in out_term),
-        out_grouped=tuple(n for _, n in axes),
-        out_perm=tuple(names.index(name) for name in batch + ["<M>", "<N>"]),
+        out_shape=out_shape, out_grouped=out_grouped, out_perm=out_perm,
+        out_direct=out_grouped == out_shape and _moved(out_perm) is None,
         out_term=out_term)
 
 
@@ -240,25 +254,60 @@ def _contract_pair(a, ta: str, b, tb: str, keep: str):
     a, ta = _reduce_single(a, ta, keep + tb)
     b, tb = _reduce_single(b, tb, keep + ta)
     plan = _pair_plan(ta, tb, keep, a.shape, a.strides, b.shape, b.strides)
+    return _run_pair(plan, a, b), plan.out_term
+
+
+@functools.lru_cache(maxsize=4096)
+def _direct_plan(inputs: tuple, output: str, shape_a: tuple, strides_a: tuple,
+                 shape_b: tuple, strides_b: tuple):
+    """(pair plan, final transpose or None) for two operands that need no reduction of their
+    own (no diagonal, no letter summed inside one operand), else None.
+
+    One cached lookup instead of the three ``_reduce_single`` checks and the plan lookup of the
+    general path: at small sizes that bookkeeping cost as much as the matmul.
+    """
+    ta, tb = inputs
+    if _single_target(ta, output + tb) != ta or _single_target(tb, output + ta) != tb:
+        return None
+    plan = _pair_plan(ta, tb, output, shape_a, strides_a, shape_b, strides_b)
+    term = plan.out_term
+    if _single_target(term, output) != term:
+        return None
+    return plan, (None if term == output else tuple(term.index(c) for c in output))
+
+
+def _run_pair(plan: _PairPlan, a, b):
+    """Carry out ``plan`` on the two operands: views, then one matmul (or a broadcast product)."""
     if plan.swap:
         a, b = b, a
-    a = a.transpose(plan.perm_a).reshape(plan.shape_a)  # a reshape copies only if it must
-    b = b.transpose(plan.perm_b).reshape(plan.shape_b)
+    if plan.perm_a is not None:
+        a = a.transpose(plan.perm_a)
+    if a.shape != plan.shape_a:
+        a = a.reshape(plan.shape_a)  # a reshape copies only if it must
+    if plan.perm_b is not None:
+        b = b.transpose(plan.perm_b)
+    if b.shape != plan.shape_b:
+        b = b.reshape(plan.shape_b)
     if plan.product:
-        return a * b, plan.out_term
+        return a * b
     xp = array_module(a)
-    out = xp.empty(plan.out_shape, dtype=xp.result_type(a.dtype, b.dtype))
-    xp.matmul(a, b, out=out.reshape(plan.out_grouped).transpose(plan.out_perm))
-    return out, plan.out_term
+    out = xp.empty(plan.out_shape, dtype=a.dtype if a.dtype == b.dtype else xp.result_type(a.dtype, b.dtype))
+    xp.matmul(a, b, out=out if plan.out_direct else out.reshape(plan.out_grouped).transpose(plan.out_perm))
+    return out
 
 
 def contract(inputs: tuple, output: str, arrays: list):
     """Evaluate plain-letter einsum ``inputs -> output`` on backend arrays."""
-    xp = array_module(arrays[0])
     if len(arrays) == 1:
+        xp = array_module(arrays[0])
         return xp.asarray(xp.einsum(f"{inputs[0]}->{output}", arrays[0]))
     if len(arrays) == 2:  # the common case (every attention einsum and its gradients): one pair
-        out, term = _contract_pair(arrays[0], inputs[0], arrays[1], inputs[1], output)
+        a, b = arrays
+        direct = _direct_plan(inputs, output, a.shape, a.strides, b.shape, b.strides)
+        if direct is not None:
+            out = _run_pair(direct[0], a, b)
+            return out if direct[1] is None else out.transpose(direct[1])
+        out, term = _contract_pair(a, inputs[0], b, inputs[1], output)
     else:
         terms, arrays = list(inputs), list(arrays)
         for i, j in _pair_order(tuple(inputs), output, tuple(a.shape for a in arrays)):
@@ -274,26 +323,83 @@ def contract(inputs: tuple, output: str, arrays: list):
     return out.transpose([term.index(c) for c in output]) if term != output else out
 
 
-class Einsum(Function):
-    """Gradient for operand k: einsum of the upstream gradient with every other operand."""
+def _in_place(out, operands, op, value):
+    """``op(out, value)``, written into ``out`` when it is a new array whose dtype the result
+    keeps: one pass over memory and no new array. (Contracting two or more operands always
+    makes a new array; one operand may give a view of it, such as a transpose or a diagonal.)"""
+    xp = array_module(out)
+    dtype = getattr(value, "dtype", out.dtype)  # a Python number keeps the array's dtype
+    if ((dtype == out.dtype or xp.result_type(out, value) == out.dtype)
+            and (len(operands) > 1 or not xp.may_share_memory(out, operands[0]))):
+        return op(out, value, out=out)
+    return op(out, value)
 
-    def forward(self, *arrays, inputs, output):
-        self.terms, self.out_term = inputs, output
-        return contract(inputs, output, arrays)
+
+@functools.lru_cache(maxsize=1024)
+def _scaled_operand(inputs: tuple, output: str, shapes: tuple):
+    """Where ``scale`` costs least (see ``Einsum.forward``): an operand's index, or None for the result."""
+    i = min(range(len(shapes)), key=lambda j: math.prod(shapes[j]))
+    return i if math.prod(_output_shape(inputs, output, shapes)) > math.prod(shapes[i]) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _grad_recipe(terms: tuple, out_term: str, k: int):
+    """For operand k's gradient: the other operands' indices, the gradient einsum's input terms
+    (theirs, then the upstream gradient's), its output letters, and k's letters each once.
+    Cached: it depends on the subscripts only, and building it cost as much as a small einsum."""
+    others = tuple(j for j in range(len(terms)) if j != k)
+    grad_terms = tuple(terms[j] for j in others) + (out_term,)
+    unique = "".join(dict.fromkeys(terms[k]))
+    reachable = "".join(c for c in unique if any(c in t for t in grad_terms))
+    return others, grad_terms, reachable, unique
+
+
+class Einsum(Function):
+    """scale * einsum(operands) + bias, with ``scale`` and ``bias`` optional (bias: the last input).
+
+    Gradient for operand k: scale * einsum of the upstream gradient with every other operand.
+    The bias gets the upstream gradient itself; the engine sums it down to the bias' shape.
+    """
+    uses_inputs, uses_output = "others", False
+
+    def forward(self, *arrays, inputs, output, scale=None, bias=False):
+        self.terms, self.out_term, self.scale = inputs, output, scale
+        if scale is None and not bias:
+            return contract(inputs, output, arrays)
+        operands = arrays[:-1] if bias else arrays
+        scale_result = scale is not None
+        if scale_result:
+            # As BLAS gemm's alpha, the scale goes where it costs least: onto the result
+            # (in place) when that is no bigger than any operand, else onto a copy of the
+            # smallest operand, dropped right after. For attention scores that is the
+            # (B, T, H, D) query instead of a pass over the (B, H, T, S) scores.
+            i = _scaled_operand(inputs, output, tuple(a.shape for a in operands))
+            if i is not None:
+                operands = (*operands[:i], operands[i] * scale, *operands[i + 1:])
+                scale_result = False
+        out = contract(inputs, output, operands)
+        xp = array_module(out)
+        if scale_result:
+            out = _in_place(out, operands, xp.multiply, scale)
+        if bias:  # added in place: no second array of the output's size (as ``y = x @ w; y += b``)
+            out = _in_place(out, operands, xp.add, arrays[-1])
+        return out
 
     def backward(self, g):
-        return tuple(self._grad_for(k, g) if t.requires_grad else None
-                     for k, t in enumerate(self.inputs))
+        grads = [self._grad_for(k, g) if t.requires_grad else None
+                 for k, t in zip(range(len(self.terms)), self.inputs)]
+        if len(self.inputs) > len(self.terms):
+            grads.append(g)  # the bias
+        return tuple(grads)
 
     def _grad_for(self, k: int, g: Tensor) -> Tensor:
+        others, grad_terms, reachable, unique = _grad_recipe(self.terms, self.out_term, k)
+        grad = Einsum.apply(*[self.inputs[j] for j in others], g, inputs=grad_terms, output=reachable,
+                            scale=self.scale)
         term = self.terms[k]
-        shape = self.inputs[k].shape
-        others = [(t, x) for j, (t, x) in enumerate(zip(self.terms, self.inputs)) if j != k]
-        others.append((self.out_term, g))
-        unique = "".join(dict.fromkeys(term))
-        reachable = "".join(c for c in unique if any(c in t for t, _ in others))
-        grad = Einsum.apply(*[x for _, x in others], inputs=tuple(t for t, _ in others), output=reachable)
-        size = dict(zip(term, shape))
+        if reachable == unique == term:
+            return grad
+        size = dict(zip(term, self.inputs[k].shape))
         if reachable != unique:  # letters summed inside operand k only: their gradient is broadcast
             grad = grad.reshape([size[c] if c in reachable else 1 for c in unique])
             grad = grad.broadcast_to([size[c] for c in unique])
@@ -318,19 +424,30 @@ def _embed_diagonal(grad: Tensor, unique: str, term: str, size: dict) -> Tensor:
 
 
 # ---------------------------------------------------------------- public function
-def einsum(subscripts: str, *operands) -> Tensor:
+def einsum(subscripts: str, *operands, scale=None, bias=None) -> Tensor:
     """Einstein summation in NumPy's notation, differentiable in every operand.
 
-    >>> einsum("bqhd,bkhd->bhqk", q, k)   # attention scores
-    >>> einsum("ii->", a)                 # trace
+    ``scale * einsum(...) + bias`` in one op when ``scale`` (a number) or ``bias`` (broadcast
+    to the result) is given: like BLAS gemm's alpha and C, they cost no extra array.
+
+    >>> einsum("bqhd,bkhd->bhqk", q, k, scale=0.125)   # scaled attention scores
+    >>> einsum("btc,chd->bthd", x, kernel, bias=b)     # a projection with its bias
+    >>> einsum("ii->", a)                              # trace
     """
     if not isinstance(subscripts, str):
         raise TypeError(f"einsum: subscripts must be a str, got {type(subscripts).__name__}")
     if not operands:
         raise ValueError("einsum needs at least one operand")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating))):
+        raise TypeError(f"einsum: scale must be a real number or None, got scale={scale!r}")
     tensors = [as_tensor(x) for x in operands]
-    same_device(*tensors, op="einsum")
-    inputs, output, squeeze = parse(subscripts, tuple(t.shape for t in tensors))
+    extra = [] if bias is None else [as_tensor(bias, tensors[0])]
+    same_device(*tensors, *extra, op="einsum")
+    inputs, output, squeeze = parse(subscripts, tuple([t.shape for t in tensors]))
     tensors = [t.reshape([n for j, n in enumerate(t.shape) if j not in sq]) if sq else t
                for t, sq in zip(tensors, squeeze)]
-    return Einsum.apply(*tensors, inputs=inputs, output=output)
+    if extra:
+        check_broadcast(extra[0].shape, _output_shape(inputs, output, tuple(t.shape for t in tensors)),
+                        "einsum: bias")
+    return Einsum.apply(*tensors, *extra, inputs=inputs, output=output,
+                        scale=None if scale is None else float(scale), bias=bool(extra))

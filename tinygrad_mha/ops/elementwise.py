@@ -6,6 +6,8 @@ formulas below read as if both operands had the same shape.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import array_module, to_device
 from ..tensor import Function, Tensor
 from .common import as_tensor, pair
@@ -13,6 +15,7 @@ from .common import as_tensor, pair
 
 class Add(Function):
     """d(a+b) = da + db"""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, b):
         return a + b
@@ -23,6 +26,7 @@ class Add(Function):
 
 class Sub(Function):
     """d(a-b) = da - db"""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, b):
         return a - b
@@ -33,6 +37,7 @@ class Sub(Function):
 
 class Mul(Function):
     """d(ab) = b da + a db"""
+    uses_inputs, uses_output = "others", False
 
     def forward(self, a, b):
         return a * b
@@ -44,6 +49,7 @@ class Mul(Function):
 
 class Div(Function):
     """d(a/b) = da/b - a db/b^2"""
+    uses_output = False
 
     def forward(self, a, b):
         return a / b
@@ -71,6 +77,7 @@ class Pow(Function):
 
 class Neg(Function):
     """d(-a) = -da"""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a):
         return -a
@@ -81,6 +88,7 @@ class Neg(Function):
 
 class Abs(Function):
     """d|a| = sign(a) da  (0 at a = 0, as NumPy's sign and PyTorch)"""
+    uses_output = False
 
     def forward(self, a):
         return array_module(a).abs(a)
@@ -92,6 +100,7 @@ class Abs(Function):
 
 class Exp(Function):
     """d exp(a) = exp(a) da"""
+    uses_inputs, uses_output = "none", True
 
     def forward(self, a):
         return array_module(a).exp(a)
@@ -102,6 +111,7 @@ class Exp(Function):
 
 class Log(Function):
     """d log(a) = da / a"""
+    uses_output = False
 
     def forward(self, a):
         return array_module(a).log(a)
@@ -112,6 +122,7 @@ class Log(Function):
 
 class Sqrt(Function):
     """d sqrt(a) = da / (2 sqrt(a))"""
+    uses_inputs, uses_output = "none", True
 
     def forward(self, a):
         return array_module(a).sqrt(a)
@@ -122,6 +133,7 @@ class Sqrt(Function):
 
 class Tanh(Function):
     """d tanh(a) = (1 - tanh(a)^2) da"""
+    uses_inputs, uses_output = "none", True
 
     def forward(self, a):
         return array_module(a).tanh(a)
@@ -133,11 +145,14 @@ class Tanh(Function):
 
 class Sigmoid(Function):
     """d s(a) = s(a) (1 - s(a)) da"""
+    uses_inputs, uses_output = "none", True
 
     def forward(self, a):
         xp = array_module(a)
         # exp(-log(1 + exp(-a))) never overflows and keeps relative precision at both tails.
-        return xp.exp(-xp.logaddexp(a.dtype.type(0), -a))
+        # (logaddexp flags a NaN input as "invalid"; a NaN in is a NaN out, as in NumPy, silently)
+        with np.errstate(invalid="ignore"):
+            return xp.exp(-xp.logaddexp(a.dtype.type(0), -a))
 
     def backward(self, g):
         y = self.output
@@ -146,6 +161,7 @@ class Sigmoid(Function):
 
 class Relu(Function):
     """d relu(a) = [a > 0] da"""
+    uses_output = False
 
     def forward(self, a):
         return array_module(a).maximum(a, a.dtype.type(0))
@@ -157,6 +173,7 @@ class Relu(Function):
 
 class Where(Function):
     """d where(c, a, b) = where(c, da, 0) + where(c, 0, db); the condition is constant."""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, b, cond):
         self.cond = cond
@@ -172,6 +189,7 @@ class Where(Function):
 
 class Cast(Function):
     """A dtype change; the gradient is cast back to the input's dtype."""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, dtype):
         return a.astype(dtype)
@@ -182,6 +200,7 @@ class Cast(Function):
 
 class ToDevice(Function):
     """A device move; the gradient moves back."""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, device):
         return to_device(a, device)
@@ -247,8 +266,15 @@ def where(cond, a, b):
     """Elementwise ``a if cond else b`` with NumPy broadcasting; ``cond`` is not differentiated."""
     a, b = pair(a, b, "where")
     cond = cond.data if isinstance(cond, Tensor) else a.xp.asarray(cond)
+    if cond.dtype.kind not in "biuf":
+        raise TypeError(f"where: cond must be a boolean (or numeric) array, got dtype {cond.dtype}")
     if cond.dtype != bool:
         cond = cond != 0
+    try:
+        np.broadcast_shapes(cond.shape, a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"where: cond of shape {cond.shape}, a of shape {a.shape} and b of shape "
+                         f"{b.shape} do not broadcast together") from None
     return Where.apply(a, b, cond=cond)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 from ..backend import array_module
 from ..tensor import Function, Tensor
 from .common import as_tensor, normalize_axes
+from .shape import BroadcastTo, Reshape
 
 
 def _kept_shape(shape, axes):
@@ -14,28 +17,39 @@ def _kept_shape(shape, axes):
 
 class Sum(Function):
     """d sum(a) = broadcast(g) over the summed axes"""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, axes, keepdims):
         self.axes = axes
-        return array_module(a).sum(a, axis=axes, keepdims=keepdims)
+        return a.sum(axis=axes, keepdims=keepdims)  # the method: no Python wrapper around it
 
     def backward(self, g):
         shape = self.inputs[0].shape
-        return g.reshape(_kept_shape(shape, self.axes)).broadcast_to(shape)
+        # The internal ops directly: the shapes are right by construction, and the public
+        # functions' checks took most of this backward's time. A scalar broadcasts as it is.
+        if g.ndim and g.ndim != len(shape):
+            g = Reshape.apply(g, shape=_kept_shape(shape, self.axes))
+        return g if g.shape == shape else BroadcastTo.apply(g, shape=shape)
 
 
 class SumTo(Function):
     """Sum a broadcast array back down to ``shape``: the adjoint of ``broadcast_to``."""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, shape):
-        lead = a.ndim - len(shape)
-        axes = tuple(range(lead)) + tuple(
-            lead + i for i, n in enumerate(shape) if n == 1 and a.shape[lead + i] != 1)
-        out = array_module(a).sum(a, axis=axes, keepdims=True) if axes else a
-        return out.reshape(shape)
+        axes = _broadcast_axes(a.shape, shape)
+        return (a.sum(axis=axes, keepdims=True) if axes else a).reshape(shape)
 
     def backward(self, g):
         return g.broadcast_to(self.inputs[0].shape)
+
+
+@functools.lru_cache(maxsize=1024)
+def _broadcast_axes(big: tuple, shape: tuple) -> tuple:
+    """The axes of ``big`` that broadcasting ``shape`` up to it created or stretched (cached:
+    the engine asks for every bias gradient of every step)."""
+    lead = len(big) - len(shape)
+    return tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and big[lead + i] != 1)
 
 
 class MaxMin(Function):
@@ -51,7 +65,9 @@ class MaxMin(Function):
         a = self.inputs[0]
         shape = _kept_shape(a.shape, self.axes)
         xp = a.xp
-        hit = a.data == self.output.data.reshape(shape)
+        out = self.output.data.reshape(shape)
+        # a NaN is the max (NumPy's max propagates it), so it takes the gradient, as in PyTorch
+        hit = (a.data == out) | (xp.isnan(a.data) & xp.isnan(out))
         share = hit / xp.sum(hit, axis=self.axes, keepdims=True)
         return g.reshape(shape) * Tensor._wrap(share.astype(a.dtype))
 

@@ -15,6 +15,7 @@ from .common import as_tensor, normalize_axes, same_device
 
 class Reshape(Function):
     """Gradient: reshape back."""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, shape):
         return a.reshape(shape)
@@ -25,6 +26,7 @@ class Reshape(Function):
 
 class Transpose(Function):
     """Gradient: transpose by the inverse permutation."""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, axes):
         self.axes = axes
@@ -36,6 +38,7 @@ class Transpose(Function):
 
 class BroadcastTo(Function):
     """Gradient: sum over the broadcast axes (``sum_to``)."""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, shape):
         return array_module(a).broadcast_to(a, shape)
@@ -47,6 +50,7 @@ class BroadcastTo(Function):
 
 class GetItem(Function):
     """Gradient: zeros of the input's shape with ``g`` added at the indexed places."""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, index):
         self.index = index
@@ -58,6 +62,7 @@ class GetItem(Function):
 
 class ScatterAdd(Function):
     """zeros(shape) with ``a`` added at ``index`` (repeated indices add up); adjoint of getitem."""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, a, shape, index):
         self.index = index
@@ -71,6 +76,7 @@ class ScatterAdd(Function):
 
 class Concatenate(Function):
     """Gradient: the slice of ``g`` that each input occupied."""
+    uses_inputs, uses_output = "none", False
 
     def forward(self, *arrays, axis):
         self.axis = axis
