@@ -246,6 +246,9 @@ class Layer:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **dict(zip(self._weight_keys(), self.get_weights())))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
