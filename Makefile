@@ -22,9 +22,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m tinygrad_mha demo
 
-# framework vs plain NumPy, written to benchmarks/RESULTS.md; e.g. make bench BENCH_ARGS=--quick
+# framework vs plain NumPy (ops, then a whole attention step), written to benchmarks/RESULTS.md;
+# e.g. make bench BENCH_ARGS=--quick
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_ops.py $(BENCH_ARGS)
+	$(BIN)/python -m tinygrad_mha bench $(BENCH_ARGS)
 
 # every figure in plots/ (PNG, committed); trains the demo model on both tasks (under a minute)
 plots: $(STAMP)

@@ -42,31 +42,23 @@ def _parse_args(argv=None):
     return p.parse_args(argv)
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for _timing, run as a script or imported
+from _timing import RESULTS, SIZES, calibrate, machine, pin_allocator, pin_threads, sample, write_section  # noqa: E402
+
 ARGS = _parse_args() if __name__ == "__main__" else _parse_args([])
 if __name__ == "__main__":  # thread counts must be fixed before NumPy (and its BLAS) is imported
-    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = str(ARGS.threads)
+    pin_threads(ARGS.threads)
 
-import ctypes  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import tinygrad_mha as tm  # noqa: E402
+from tinygrad_mha.progress import ProgressBar  # noqa: E402
 
-SIZES = {  # name: (B, T, E, H); D = E // H, S = T (self-attention)
-    "small": (8, 32, 64, 4),
-    "medium": (16, 128, 256, 8),
-    "large": (8, 512, 512, 8),
-}
 ROUNDS = {"small": 30, "medium": 25, "large": 15}
 QUICK_ROUNDS = {"small": 5, "medium": 3, "large": 2}
-MIN_ROUND_S = 2e-3  # a timed sample repeats the call until it lasts at least this long
 HEADING = "## Ops: einsum and matmul (bench_ops.py)"
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 # ---------------------------------------------------------------- the cases
@@ -150,40 +142,6 @@ def framework_step(equation, ta, tb, g):
 
 
 # ---------------------------------------------------------------- timing
-def pin_allocator() -> str:
-    """Make glibc malloc keep and reuse freed memory, so page faults do not pick a winner.
-
-    By default glibc returns the top of its heap to the OS once more than a few MB there are
-    free, and takes it back (with one page fault per 4 KiB) at the next allocation. Whether a
-    step of this benchmark crosses that line depends on accidents of allocation order: the
-    same contraction measured 0 or ~1000 faults per step (+2 ms at medium size) depending on
-    what ran before it; arrays above the mmap threshold (the large size's 64 MiB scores) are
-    fresh pages every time. Serving every array from the heap (no mmap) and never trimming it
-    takes that lottery out, for NumPy and the framework alike.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4
-        ok = libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 1 << 30)
-    except (OSError, AttributeError):
-        ok = False
-    return "glibc malloc pinned (no mmap, trim threshold 1 GiB)" if ok else "default malloc"
-
-
-def _sample(fn, number):
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    return (time.perf_counter() - start) / number
-
-
-def _calibrate(fn):
-    """Warm up, then pick how many calls one timed sample makes."""
-    fn()
-    once = _sample(fn, 1)
-    return max(1, int(MIN_ROUND_S / max(once, 1e-7)))
-
-
 def check(name, size, got, want):
     """The NumPy reference and the framework must agree on the output and both gradients."""
     for what, x, y in zip(("output", "grad a", "grad b"), got, want):
@@ -192,7 +150,7 @@ def check(name, size, got, want):
                                    err_msg=f"{name} ({size}): {what} differs from NumPy")
 
 
-def bench_size(size, rounds, rng):
+def bench_size(size, rounds, rng, bar=None):
     B, T, E, H = SIZES[size]
     rows = []
     entries = []  # (row, {impl: step}, {impl: calls per sample}) for every case of this size
@@ -213,14 +171,16 @@ def bench_size(size, rounds, rng):
         for ref in ("matmul", "einsum"):
             check(name, size, got, impls[ref]())
         row = {"case": name, "equation": equation or "matmul", "size": size}
-        entries.append((row, impls, {k: _calibrate(f) for k, f in impls.items()}))
+        entries.append((row, impls, {k: calibrate(f) for k, f in impls.items()}))
 
     samples = {(id(row), k): [] for row, impls, _ in entries for k in impls}
     for r in range(rounds):  # interleaved: every implementation of every case once per round
         for row, impls, numbers in entries:
             order = list(impls) if r % 2 == 0 else list(impls)[::-1]
             for k in order:
-                samples[(id(row), k)].append(_sample(impls[k], numbers[k]))
+                samples[(id(row), k)].append(sample(impls[k], numbers[k]))
+        if bar is not None:
+            bar.update({"size": size})
     for row, impls, _ in entries:
         med = {k: statistics.median(samples[(id(row), k)]) * 1e3 for k in impls}
         ref = min(("matmul", "einsum"), key=med.get)
@@ -231,25 +191,6 @@ def bench_size(size, rounds, rng):
 
 
 # ---------------------------------------------------------------- reporting
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or cpu
-    blas = "unknown BLAS"
-    try:
-        info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        blas = f"{info['name']} {info.get('version', '')}".strip()
-    except Exception:  # older NumPy has no mode="dicts"
-        pass
-    return (f"{cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
-            f"NumPy {np.__version__} with {blas}")
-
-
 def table(rows) -> str:
     lines = ["| case | equation | size | numpy ms | numpy ref | other numpy ms | framework ms | ratio |",
              "|---|---|---|---:|---|---:|---:|---:|"]
@@ -288,7 +229,7 @@ Machine: {machine()}.
 {verdict}
 How to read it: `bmm` makes the very same NumPy calls on both sides, so its ratio is the
 noise floor plus the engine's fixed cost per forward+backward (graph recording, backward
-bookkeeping: about 0.1 ms of Python on this machine). That fixed cost is why the small size sits near
+bookkeeping: about 0.07 ms of Python on this machine). That fixed cost is why the small size sits near
 2x; from the medium size on, the einsum ratios show that the contractions themselves run at
 NumPy's speed (no copies; see `_pair_plan` in `tinygrad_mha/ops/einsum.py`).
 
@@ -297,18 +238,7 @@ Reproduce: `make bench` or `python benchmarks/bench_ops.py [--threads N] [--quic
 
 
 def write_results(text: str) -> None:
-    """Replace only this benchmark's section of RESULTS.md (other benchmarks own the rest)."""
-    intro = ("# Benchmarks\n\nMeasurements of tinygrad_mha against plain NumPy. Each section is written "
-             "by the script named in its heading; re-running a script replaces only its own section.\n")
-    old = RESULTS.read_text() if RESULTS.exists() else intro
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == HEADING), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + text + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    RESULTS.write_text(new)
+    write_section(HEADING, text)
 
 
 def main(args=ARGS) -> int:
@@ -322,10 +252,11 @@ def main(args=ARGS) -> int:
     print(f"# {machine()}; {args.threads} thread(s); {args.allocator}{'; quick' if args.quick else ''}",
           flush=True)
     rows = []
+    bar = ProgressBar(sum(rounds[s] for s in sizes), desc="bench_ops")  # on stderr
     for size in sizes:
-        new = bench_size(size, rounds[size], rng)
-        print(table(new) if not rows else table(new).split("\n", 2)[-1], flush=True)
-        rows += new
+        rows += bench_size(size, rounds[size], rng, bar)
+    bar.close()
+    print(table(rows), flush=True)
     text = section(rows, args)
     if (not args.quick or args.write) and not args.no_write:
         write_results(text)

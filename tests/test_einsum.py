@@ -342,3 +342,11 @@ def test_bad_scale_and_bias_are_rejected():
         tm.einsum("ij,jk->ik", x, x.T, bias=np.ones(3))
     with pytest.raises(ValueError, match="does not broadcast"):  # would make the result bigger
         tm.einsum("ij,jk->ik", x, x.T, bias=np.ones((3, 2, 2)))
+
+
+def test_scale_of_an_integer_einsum_follows_numpy_types():
+    a = np.arange(6).reshape(2, 3)
+    half = tm.einsum("ij,jk->ik", a, a.T, scale=0.5)
+    np.testing.assert_allclose(half.numpy(), 0.5 * (a @ a.T))
+    assert half.dtype == (0.5 * (a @ a.T)).dtype
+    assert tm.einsum("ij,jk->ik", a, a.T, scale=2).dtype == (2.0 * (a @ a.T)).dtype  # a float scale

@@ -328,8 +328,7 @@ def _in_place(out, operands, op, value):
     keeps: one pass over memory and no new array. (Contracting two or more operands always
     makes a new array; one operand may give a view of it, such as a transpose or a diagonal.)"""
     xp = array_module(out)
-    dtype = getattr(value, "dtype", out.dtype)  # a Python number keeps the array's dtype
-    if ((dtype == out.dtype or xp.result_type(out, value) == out.dtype)
+    if ((getattr(value, "dtype", None) == out.dtype or xp.result_type(out, value) == out.dtype)
             and (len(operands) > 1 or not xp.may_share_memory(out, operands[0]))):
         return op(out, value, out=out)
     return op(out, value)
@@ -373,7 +372,7 @@ class Einsum(Function):
             # (in place) when that is no bigger than any operand, else onto a copy of the
             # smallest operand, dropped right after. For attention scores that is the
             # (B, T, H, D) query instead of a pass over the (B, H, T, S) scores.
-            i = _scaled_operand(inputs, output, tuple(a.shape for a in operands))
+            i = _scaled_operand(inputs, output, tuple([a.shape for a in operands]))
             if i is not None:
                 operands = (*operands[:i], operands[i] * scale, *operands[i + 1:])
                 scale_result = False
@@ -447,7 +446,7 @@ def einsum(subscripts: str, *operands, scale=None, bias=None) -> Tensor:
     tensors = [t.reshape([n for j, n in enumerate(t.shape) if j not in sq]) if sq else t
                for t, sq in zip(tensors, squeeze)]
     if extra:
-        check_broadcast(extra[0].shape, _output_shape(inputs, output, tuple(t.shape for t in tensors)),
+        check_broadcast(extra[0].shape, _output_shape(inputs, output, tuple([t.shape for t in tensors])),
                         "einsum: bias")
     return Einsum.apply(*tensors, *extra, inputs=inputs, output=output,
                         scale=None if scale is None else float(scale), bias=bool(extra))
