@@ -7,6 +7,7 @@ once, when NumPy is first imported.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import platform
@@ -22,6 +23,20 @@ SIZES = {  # name: (B, T, E, H); key_dim D = E // H, S = T (self-attention)
 }
 MIN_ROUND_S = 2e-3  # a timed sample repeats the call until it lasts at least this long
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def parse_args(description: str, argv=None) -> argparse.Namespace:
+    """The options every benchmark takes (``python -m tinygrad_mha bench`` passes them to all)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP/PyTorch threads (default 2)")
+    p.add_argument("--quick", action="store_true",
+                   help="fast smoke run (few rounds; does not write RESULTS.md unless --write)")
+    p.add_argument("--sizes", default="small,medium,large", help="comma-separated subset of sizes")
+    p.add_argument("--write", action="store_true", help="write RESULTS.md even with --quick")
+    p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    p.add_argument("--malloc", choices=("pinned", "default"), default="pinned",
+                   help="pinned (default): glibc keeps freed memory for reuse; default: leave malloc as is")
+    return p.parse_args(argv)
 
 
 def pin_threads(n: int) -> None:

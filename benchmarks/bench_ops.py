@@ -24,28 +24,15 @@ and glibc's malloc told to keep freed memory (see ``pin_allocator``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 
-def _parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads (default 2)")
-    p.add_argument("--quick", action="store_true",
-                   help="fast smoke run (few rounds; does not write RESULTS.md unless --write)")
-    p.add_argument("--sizes", default="small,medium,large", help="comma-separated subset of sizes")
-    p.add_argument("--write", action="store_true", help="write RESULTS.md even with --quick")
-    p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
-    p.add_argument("--malloc", choices=("pinned", "default"), default="pinned",
-                   help="pinned (default): glibc keeps freed memory for reuse; default: leave malloc as is")
-    return p.parse_args(argv)
-
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for _timing, run as a script or imported
-from _timing import RESULTS, SIZES, calibrate, machine, pin_allocator, pin_threads, sample, write_section  # noqa: E402
+from _timing import (RESULTS, SIZES, calibrate, machine, parse_args, pin_allocator, pin_threads,  # noqa: E402
+                     sample, write_section)
 
-ARGS = _parse_args() if __name__ == "__main__" else _parse_args([])
+ARGS = parse_args(__doc__.split("\n")[0], None if __name__ == "__main__" else [])
 if __name__ == "__main__":  # thread counts must be fixed before NumPy (and its BLAS) is imported
     pin_threads(ARGS.threads)
 
