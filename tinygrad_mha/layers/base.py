@@ -15,7 +15,7 @@ import zipfile
 
 import numpy as np
 
-from .. import backend, initializers, regularizers
+from .. import backend, constraints, initializers, regularizers
 from ..tensor import FLOAT_DTYPES, Tensor
 from .parameter import Parameter
 
@@ -86,6 +86,20 @@ def _read_weights_file(path: str, expected: dict) -> dict:
             with archive.open(members[_structural_key(key)]) as member:
                 arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
     return arrays
+
+
+def weight_settings_config(settings, *weights: str) -> dict:
+    """The serialized initializer, regularizer and constraint of each named weight.
+
+    ``settings`` maps "<weight>_initializer", "<weight>_regularizer" and "<weight>_constraint"
+    to objects: a layer's ``vars()``, or a dict of them.
+    """
+    config = {}
+    for w in weights:
+        config[f"{w}_initializer"] = initializers.serialize(settings[f"{w}_initializer"])
+        config[f"{w}_regularizer"] = regularizers.serialize(settings[f"{w}_regularizer"])
+        config[f"{w}_constraint"] = constraints.serialize(settings[f"{w}_constraint"])
+    return config
 
 
 class Layer:

@@ -9,7 +9,7 @@ broadcast, which the engine sums back to shape (units,)).
 from __future__ import annotations
 
 from .. import constraints, initializers, regularizers
-from .base import Layer
+from .base import Layer, weight_settings_config
 from ._checks import boolean, positive_int
 from .einsum_dense import ACTIVATIONS
 
@@ -76,9 +76,4 @@ class Dense(Layer):
                 "activation": self.activation if self.activation is None or isinstance(self.activation, str)
                 else None,
                 "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-                "kernel_constraint": constraints.serialize(self.kernel_constraint),
-                "bias_constraint": constraints.serialize(self.bias_constraint)}
+                **weight_settings_config(vars(self), "kernel", "bias")}

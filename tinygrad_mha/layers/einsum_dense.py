@@ -14,7 +14,7 @@ import re
 
 from .. import constraints, initializers, regularizers
 from ..ops import einsum, relu, sigmoid, tanh
-from .base import Layer
+from .base import Layer, weight_settings_config
 
 ACTIVATIONS = {None: None, "linear": None, "sigmoid": sigmoid, "relu": relu, "tanh": tanh}
 
@@ -165,9 +165,4 @@ class EinsumDense(Layer):
                 "output_shape": list(self.partial_output_shape), "activation": self.activation
                 if isinstance(self.activation, str) or self.activation is None else None,
                 "bias_axes": self.bias_axes,
-                "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-                "kernel_constraint": constraints.serialize(self.kernel_constraint),
-                "bias_constraint": constraints.serialize(self.bias_constraint)}
+                **weight_settings_config(vars(self), "kernel", "bias")}

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import backend, constraints, initializers, regularizers
 from ..tensor import Tensor
-from .base import Layer
+from .base import Layer, weight_settings_config
 from ._checks import boolean, positive_int
 
 
@@ -76,7 +76,5 @@ class Embedding(Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
-                "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
-                "embeddings_regularizer": regularizers.serialize(self.embeddings_regularizer),
-                "embeddings_constraint": constraints.serialize(self.embeddings_constraint),
+                **weight_settings_config(vars(self), "embeddings"),
                 "mask_zero": self.mask_zero}

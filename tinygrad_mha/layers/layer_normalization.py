@@ -15,7 +15,7 @@ from __future__ import annotations
 import numbers
 
 from .. import constraints, initializers, regularizers
-from .base import Layer
+from .base import Layer, weight_settings_config
 from ._checks import boolean, non_negative_float
 
 
@@ -101,9 +101,4 @@ class LayerNormalization(Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
                 "center": self.center, "scale": self.scale,
-                "beta_initializer": initializers.serialize(self.beta_initializer),
-                "gamma_initializer": initializers.serialize(self.gamma_initializer),
-                "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-                "beta_constraint": constraints.serialize(self.beta_constraint),
-                "gamma_constraint": constraints.serialize(self.gamma_constraint)}
+                **weight_settings_config(vars(self), "beta", "gamma")}

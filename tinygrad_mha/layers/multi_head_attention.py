@@ -26,7 +26,7 @@ import numpy as np
 from .. import backend, constraints, initializers, regularizers
 from ..ops import dropout, einsum, softmax
 from ..tensor import Tensor
-from .base import Layer
+from .base import Layer, weight_settings_config
 from ._checks import ArgumentTypeError
 from .einsum_dense import EinsumDense
 
@@ -373,12 +373,7 @@ class MultiHeadAttention(Layer):
             "output_shape": None if self.output_shape is None else list(self.output_shape),
             "attention_axes": None if self.attention_axes is None else list(self.attention_axes),
             "sliding_window": self.sliding_window,
-            "kernel_initializer": initializers.serialize(sub["kernel_initializer"]),
-            "bias_initializer": initializers.serialize(sub["bias_initializer"]),
-            "kernel_regularizer": regularizers.serialize(sub["kernel_regularizer"]),
-            "bias_regularizer": regularizers.serialize(sub["bias_regularizer"]),
+            **weight_settings_config(sub, "kernel", "bias"),
             "activity_regularizer": regularizers.serialize(sub["activity_regularizer"]),
-            "kernel_constraint": constraints.serialize(sub["kernel_constraint"]),
-            "bias_constraint": constraints.serialize(sub["bias_constraint"]),
             "seed": self.seed,
         }
