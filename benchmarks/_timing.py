@@ -39,6 +39,15 @@ def parse_args(description: str, argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def selected_sizes(args) -> list[str]:
+    """The names given to ``--sizes``, checked against SIZES."""
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    bad = [s for s in sizes if s not in SIZES]
+    if bad:
+        raise SystemExit(f"--sizes: unknown size(s) {bad}; choose from {list(SIZES)}")
+    return sizes
+
+
 def pin_threads(n: int) -> None:
     """Give BLAS/OpenMP ``n`` threads, for NumPy and every other library alike (call it first)."""
     if "numpy" in sys.modules:

@@ -41,7 +41,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for _timing, run as a script or imported
 from _timing import (SIZES, calibrate, machine, parse_args, pin_allocator, pin_threads, sample,  # noqa: E402
-                     write_section)
+                     selected_sizes, write_section)
 
 
 ARGS = parse_args(__doc__.split("\n")[0], None if __name__ == "__main__" else [])
@@ -446,10 +446,7 @@ PyTorch is used when importable; it is no dependency{torch_source}.
 
 def main(args=ARGS) -> int:
     rounds = QUICK_ROUNDS if args.quick else ROUNDS
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    bad = [s for s in sizes if s not in SIZES]
-    if bad:
-        raise SystemExit(f"--sizes: unknown size(s) {bad}; choose from {list(SIZES)}")
+    sizes = selected_sizes(args)
     args.allocator = pin_allocator() if args.malloc == "pinned" else "default malloc"
     print(f"# {machine()}; {args.threads} thread(s); {args.allocator}"
           f"{'; torch ' + torch.__version__ if torch is not None else '; no torch'}"

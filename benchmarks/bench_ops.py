@@ -30,7 +30,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for _timing, run as a script or imported
 from _timing import (RESULTS, SIZES, calibrate, machine, parse_args, pin_allocator, pin_threads,  # noqa: E402
-                     sample, write_section)
+                     sample, selected_sizes, write_section)
 
 ARGS = parse_args(__doc__.split("\n")[0], None if __name__ == "__main__" else [])
 if __name__ == "__main__":  # thread counts must be fixed before NumPy (and its BLAS) is imported
@@ -231,10 +231,7 @@ def write_results(text: str) -> None:
 def main(args=ARGS) -> int:
     rng = np.random.default_rng(0)
     rounds = QUICK_ROUNDS if args.quick else ROUNDS
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    bad = [s for s in sizes if s not in SIZES]
-    if bad:
-        raise SystemExit(f"--sizes: unknown size(s) {bad}; choose from {list(SIZES)}")
+    sizes = selected_sizes(args)
     args.allocator = pin_allocator() if args.malloc == "pinned" else "default malloc"
     print(f"# {machine()}; {args.threads} thread(s); {args.allocator}{'; quick' if args.quick else ''}",
           flush=True)
