@@ -442,7 +442,11 @@ def _topological_order(roots):
 
 def _sum_to_shape(grad: Tensor, shape) -> Tensor:
     """Undo broadcasting: sum ``grad`` down to ``shape`` (the single place this happens)."""
-    return grad if grad.shape == shape else _ops.sum_to(grad, shape)
+    if grad.shape == shape:
+        return grad
+    if _GradMode.enabled:  # create_graph: a recorded op
+        return _ops.sum_to(grad, shape)
+    return Tensor._wrap(_ops.reduce.sum_to_array(grad.data, shape))  # the same sum, without a graph node
 
 
 def _backprop(roots, root_grads, retain_graph=False, create_graph=False, capture=None):
@@ -489,11 +493,12 @@ def _backprop(roots, root_grads, retain_graph=False, create_graph=False, capture
             for parent, pg in zip(ctx.inputs, input_grads):
                 if pg is None or not parent.requires_grad:
                     continue
-                shape, dtype = parent.shape, parent.dtype
-                if pg.data.shape != shape:
-                    pg = _sum_to_shape(pg, shape)
-                if pg.data.dtype != dtype:
-                    pg = pg.astype(dtype)
+                # the parent's array answers .shape and .dtype fastest; a stand-in keeps none
+                data, want = pg.data, parent.data if parent.data is not None else parent
+                if data.shape != want.shape:
+                    pg = _sum_to_shape(pg, want.shape)
+                if data.dtype != want.dtype:
+                    pg = pg.astype(want.dtype)
                 key = id(parent._ctx) if parent._ctx is not None else id(parent)
                 if key not in grads:
                     grads[key] = pg

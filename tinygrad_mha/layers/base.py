@@ -174,14 +174,19 @@ class Layer:
         raise NotImplementedError
 
     def __call__(self, *args, **kwargs):
-        previous = [(layer, layer._activity_losses) for layer in self._layers()]
+        # Activity losses describe the last call only, so the whole tree's are cleared first.
+        # An empty list needs no clearing (usually all are: this runs on every call).
+        tree = self._layers()
+        previous = [(layer, layer._activity_losses) for layer in tree if layer._activity_losses]
         for layer, _ in previous:  # (a plain list: no need for the tracking __setattr__)
             layer.__dict__["_activity_losses"] = []
         try:
             out = self.call(*args, **kwargs)
-        except BaseException:
-            for layer, losses in previous:  # a failed call leaves the last losses in place
-                layer._activity_losses = losses
+        except BaseException:  # a failed call leaves the last call's losses in place
+            for layer in tree:
+                layer.__dict__["_activity_losses"] = []
+            for layer, losses in previous:
+                layer.__dict__["_activity_losses"] = losses
             raise
         if self.activity_regularizer is not None:
             first = out[0] if isinstance(out, tuple) else out

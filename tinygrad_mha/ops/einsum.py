@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import array_module
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, is_grad_enabled
 from .common import as_tensor, check_broadcast, same_device
 
 LETTERS = string.ascii_letters
@@ -34,8 +34,9 @@ LETTERS = string.ascii_letters
 
 # ---------------------------------------------------------------- 1. parsing
 @functools.lru_cache(maxsize=1024)
-def parse(subscripts: str, shapes: tuple) -> tuple[tuple[str, ...], str, tuple]:
-    """Explicit subscripts for ``shapes``: (input terms, output term, axes to squeeze per operand)."""
+def parse(subscripts: str, shapes: tuple) -> tuple[tuple[str, ...], str, tuple, tuple]:
+    """Explicit subscripts for ``shapes``: (input terms, output term, axes to squeeze per
+    operand, output shape)."""
     spec = subscripts.replace(" ", "")
     bad = set(spec) - set(LETTERS) - set(",.->")
     if bad:
@@ -99,7 +100,7 @@ def parse(subscripts: str, shapes: tuple) -> tuple[tuple[str, ...], str, tuple]:
     squeeze = tuple(tuple(j for j, (c, n) in enumerate(zip(t, s)) if n == 1 and sizes[c] != 1)
                     for t, s in zip(inputs, shapes))
     inputs = tuple("".join(c for j, c in enumerate(t) if j not in sq) for t, sq in zip(inputs, squeeze))
-    return inputs, output, squeeze
+    return inputs, output, (squeeze if any(squeeze) else None), tuple(sizes[c] for c in output)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -353,6 +354,30 @@ def _grad_recipe(terms: tuple, out_term: str, k: int):
     return others, grad_terms, reachable, unique
 
 
+def _evaluate(arrays, inputs: tuple, output: str, scale=None, bias=False):
+    """``scale * einsum(arrays) + bias`` on backend arrays (bias, when given, is the last array)."""
+    if scale is None and not bias:
+        return contract(inputs, output, arrays)
+    operands = arrays[:-1] if bias else arrays
+    scale_result = scale is not None
+    if scale_result:
+        # As BLAS gemm's alpha, the scale goes where it costs least: onto the result
+        # (in place) when that is no bigger than any operand, else onto a copy of the
+        # smallest operand, dropped right after. For attention scores that is the
+        # (B, T, H, D) query instead of a pass over the (B, H, T, S) scores.
+        i = _scaled_operand(inputs, output, tuple([a.shape for a in operands]))
+        if i is not None:
+            operands = (*operands[:i], operands[i] * scale, *operands[i + 1:])
+            scale_result = False
+    out = contract(inputs, output, operands)
+    xp = array_module(out)
+    if scale_result:
+        out = _in_place(out, operands, xp.multiply, scale)
+    if bias:  # added in place: no second array of the output's size (as ``y = x @ w; y += b``)
+        out = _in_place(out, operands, xp.add, arrays[-1])
+    return out
+
+
 class Einsum(Function):
     """scale * einsum(operands) + bias, with ``scale`` and ``bias`` optional (bias: the last input).
 
@@ -363,26 +388,7 @@ class Einsum(Function):
 
     def forward(self, *arrays, inputs, output, scale=None, bias=False):
         self.terms, self.out_term, self.scale = inputs, output, scale
-        if scale is None and not bias:
-            return contract(inputs, output, arrays)
-        operands = arrays[:-1] if bias else arrays
-        scale_result = scale is not None
-        if scale_result:
-            # As BLAS gemm's alpha, the scale goes where it costs least: onto the result
-            # (in place) when that is no bigger than any operand, else onto a copy of the
-            # smallest operand, dropped right after. For attention scores that is the
-            # (B, T, H, D) query instead of a pass over the (B, H, T, S) scores.
-            i = _scaled_operand(inputs, output, tuple([a.shape for a in operands]))
-            if i is not None:
-                operands = (*operands[:i], operands[i] * scale, *operands[i + 1:])
-                scale_result = False
-        out = contract(inputs, output, operands)
-        xp = array_module(out)
-        if scale_result:
-            out = _in_place(out, operands, xp.multiply, scale)
-        if bias:  # added in place: no second array of the output's size (as ``y = x @ w; y += b``)
-            out = _in_place(out, operands, xp.add, arrays[-1])
-        return out
+        return _evaluate(arrays, inputs, output, scale, bias)
 
     def backward(self, g):
         grads = [self._grad_for(k, g) if t.requires_grad else None
@@ -393,8 +399,12 @@ class Einsum(Function):
 
     def _grad_for(self, k: int, g: Tensor) -> Tensor:
         others, grad_terms, reachable, unique = _grad_recipe(self.terms, self.out_term, k)
-        grad = Einsum.apply(*[self.inputs[j] for j in others], g, inputs=grad_terms, output=reachable,
-                            scale=self.scale)
+        if is_grad_enabled():  # create_graph: record the gradient, to differentiate it again
+            grad = Einsum.apply(*[self.inputs[j] for j in others], g, inputs=grad_terms,
+                                output=reachable, scale=self.scale)
+        else:  # the same arithmetic without a graph node (at small sizes the node cost as much)
+            grad = Tensor._wrap(_evaluate([self.inputs[j].data for j in others] + [g.data],
+                                          grad_terms, reachable, self.scale))
         term = self.terms[k]
         if reachable == unique == term:
             return grad
@@ -437,16 +447,17 @@ def einsum(subscripts: str, *operands, scale=None, bias=None) -> Tensor:
         raise TypeError(f"einsum: subscripts must be a str, got {type(subscripts).__name__}")
     if not operands:
         raise ValueError("einsum needs at least one operand")
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating))):
+    if scale is not None and type(scale) is not float and (
+            isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating))):
         raise TypeError(f"einsum: scale must be a real number or None, got scale={scale!r}")
     tensors = [as_tensor(x) for x in operands]
     extra = [] if bias is None else [as_tensor(bias, tensors[0])]
     same_device(*tensors, *extra, op="einsum")
-    inputs, output, squeeze = parse(subscripts, tuple([t.shape for t in tensors]))
-    tensors = [t.reshape([n for j, n in enumerate(t.shape) if j not in sq]) if sq else t
-               for t, sq in zip(tensors, squeeze)]
+    inputs, output, squeeze, out_shape = parse(subscripts, tuple([t.shape for t in tensors]))
+    if squeeze:
+        tensors = [t.reshape([n for j, n in enumerate(t.shape) if j not in sq]) if sq else t
+                   for t, sq in zip(tensors, squeeze)]
     if extra:
-        check_broadcast(extra[0].shape, _output_shape(inputs, output, tuple([t.shape for t in tensors])),
-                        "einsum: bias")
+        check_broadcast(extra[0].shape, out_shape, "einsum: bias")
     return Einsum.apply(*tensors, *extra, inputs=inputs, output=output,
                         scale=None if scale is None else float(scale), bias=bool(extra))

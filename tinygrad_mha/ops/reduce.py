@@ -37,11 +37,16 @@ class SumTo(Function):
     uses_inputs, uses_output = "none", False
 
     def forward(self, a, shape):
-        axes = _broadcast_axes(a.shape, shape)
-        return (a.sum(axis=axes, keepdims=True) if axes else a).reshape(shape)
+        return sum_to_array(a, shape)
 
     def backward(self, g):
         return g.broadcast_to(self.inputs[0].shape)
+
+
+def sum_to_array(a, shape: tuple):
+    """The arithmetic of ``SumTo`` on a backend array."""
+    axes = _broadcast_axes(a.shape, shape)
+    return (a.sum(axis=axes, keepdims=True) if axes else a).reshape(shape)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -6,6 +6,8 @@ scatter an indexed gradient back into zeros, split a concatenated gradient.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..backend import array_module, is_cupy_array, scatter_add, to_device
@@ -104,15 +106,15 @@ def reshape(a, *shape):
 def _reshape_target(shape, new):
     """Resolve a -1 in ``new`` and check the element count, with a message naming both shapes."""
     new = tuple(int(n) for n in new)
-    size = int(np.prod(shape))
+    size = math.prod(shape)  # (not np.prod: on a tuple that costs more than the reshape itself)
     if new.count(-1) > 1 or any(n < -1 for n in new):
         raise ValueError(f"cannot reshape tensor of shape {shape} into {new}: bad dimension")
     if -1 in new:
-        rest = int(np.prod([n for n in new if n != -1]))
+        rest = math.prod(n for n in new if n != -1)
         if rest == 0 or size % rest:
             raise ValueError(f"cannot reshape tensor of shape {shape} (size {size}) into {new}")
         new = tuple(size // rest if n == -1 else n for n in new)
-    if int(np.prod(new)) != size:
+    if math.prod(new) != size:
         raise ValueError(f"cannot reshape tensor of shape {shape} (size {size}) into {new}")
     return new
 
