@@ -15,10 +15,15 @@ DEVICES = ["cpu"] + (["cuda"] if tm.cuda_available() else [])
 
 
 @pytest.fixture(params=["cpu", "cuda"])
-def device(request):
-    """Run a test once per device; the CUDA run skips cleanly without CuPy and a GPU."""
+def device(request, monkeypatch):
+    """Run a test once per device. Without CuPy and a GPU, the "cuda" run uses the NumPy-made
+    stand-in of ``fake_cupy`` (so the CUDA code path still runs), or skips when
+    TM_FAKE_CUDA=0."""
     if request.param == "cuda" and "cuda" not in DEVICES:
-        pytest.skip("CUDA device not available (needs cupy and a GPU)")
+        if os.environ.get("TM_FAKE_CUDA", "1") == "0":
+            pytest.skip("CUDA device not available (needs cupy and a GPU)")
+        from fake_cupy import install
+        install(monkeypatch)
     return request.param
 
 
