@@ -350,3 +350,25 @@ def test_scale_of_an_integer_einsum_follows_numpy_types():
     np.testing.assert_allclose(half.numpy(), 0.5 * (a @ a.T))
     assert half.dtype == (0.5 * (a @ a.T)).dtype
     assert tm.einsum("ij,jk->ik", a, a.T, scale=2).dtype == (2.0 * (a @ a.T)).dtype  # a float scale
+
+
+@pytest.mark.parametrize("bias_shape", [None, (4,), (3, 1)])
+def test_recorded_and_plain_backward_agree(bias_shape):
+    # Without create_graph, Einsum's backward (and the engine's bias sum) skip the graph node
+    # and run the same arithmetic on arrays; with it, they record ops. Both must give the
+    # same first derivatives, for operands, the scale and a broadcast bias alike.
+    rng = np.random.default_rng(7)
+    a = tm.Tensor(rng.standard_normal((2, 3, 5)), requires_grad=True)
+    b = tm.Tensor(rng.standard_normal((5, 4)), requires_grad=True)
+    bias = None if bias_shape is None else tm.Tensor(rng.standard_normal(bias_shape), requires_grad=True)
+    # (upstream wants a gradient too, so that every recorded gradient is a graph node)
+    upstream = tm.Tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
+    wrt = [a, b] + ([] if bias is None else [bias])
+
+    def grads(create_graph):
+        y = tm.einsum("ijk,kl->ijl", a, b, scale=0.3, bias=bias)
+        return tm.grad(y, wrt, upstream, create_graph=create_graph)
+
+    for plain, recorded in zip(grads(False), grads(True)):
+        assert recorded.requires_grad  # really the recorded path
+        np.testing.assert_allclose(plain.numpy(), recorded.numpy(), rtol=1e-12, atol=1e-12)
