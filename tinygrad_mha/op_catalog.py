@@ -38,6 +38,9 @@ def _cases(name, fn, shape_sets, **kw):
 
 _BINARY_SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 4)), ((), (2, 3)), ((1,), ())]
 _UNARY_SHAPES = [((3, 4),), ((),), ((1,),), ((2, 1, 3),)]
+# query position i (of 6, row-major over a 2x3 grid) attends to key positions j <= i, except
+# that query 0 attends to nothing (its probabilities are all zero)
+_GRID_MASK = ((np.arange(6)[:, None] >= np.arange(6)) & (np.arange(6) > 0)[:, None]).reshape(1, 2, 3, 2, 3)
 _MASK = np.array([[True, False, True, True], [False, False, False, False], [True, True, True, False]])
 
 CATALOG: list[OpCase] = [
@@ -101,6 +104,17 @@ CATALOG: list[OpCase] = [
     *_cases("log_softmax", ops.log_softmax, [((3, 4),), ((1,),)]),
     *_cases("log_softmax_axes", lambda a: ops.log_softmax(a, axis=(0, 1)), [((3, 4),)]),
     *_cases("dropout", lambda a: ops.dropout(a, 0.4, seed=7), [((3, 4),), ((2, 3, 4),)]),
+    # attention: the fused node (one axis; two joint axes with a mask and dropout), and the
+    # separately recorded path that return_probs takes
+    *_cases("attention", lambda q, k, v: ops.attention(q, k, v, "bshd,bthd->bhts", "bhts,bshd->bthd",
+                                                       scale=0.5), [((2, 3, 2, 4), (2, 5, 2, 4), (2, 5, 2, 3))]),
+    *_cases("attention_2d_mask_dropout",
+            lambda q, k, v: ops.attention(q, k, v, "bxyd,buvd->buvxy", "buvxy,bxyd->buvd", axis=(3, 4),
+                                          mask=_GRID_MASK, dropout_rate=0.3, seed=5),
+            [((2, 2, 3, 2), (2, 2, 3, 2), (2, 2, 3, 3))]),
+    *_cases("attention_probs", lambda q, k, v: ops.attention(q, k, v, "bshd,bthd->bhts", "bhts,bshd->bthd",
+                                                             mask=_MASK[:, :3], return_probs=True)[1],
+            [((2, 3, 2, 4), (2, 3, 2, 4), (2, 3, 2, 3))]),
     *_cases("concatenate", lambda a, b: ops.concatenate([a, b], axis=1), [((3, 4), (3, 2))]),
     *_cases("stack", lambda a, b: ops.stack([a, b], axis=-1), [((3, 4), (3, 4)), ((), ())]),
     *_cases("where", lambda a, b: ops.where(_MASK, a, b), [((3, 4), (3, 4)), ((3, 4), ()),

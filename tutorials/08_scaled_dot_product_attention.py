@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import tinygrad_mha as tm
+from tinygrad_mha.ops.attention import Attention
 from tinygrad_mha.plotting import attention_heatmaps
 
 SMALL = os.environ.get("TINYGRAD_MHA_SMALL", "0") not in ("", "0")
@@ -193,11 +194,21 @@ print("max |grad| of keys no query may see:", float(np.abs(unseen_keys_grad).max
 print(inspect.getsource(tm.MultiHeadAttention.call))
 
 # %% [markdown]
-# It projects `query`, `key`, `value` with `EinsumDense` layers, scales the query by
-# $1/\sqrt{\text{key\_dim}}$, takes `einsum(self._dot_equation, k, q)`, a softmax over the key
-# axes with the combined mask, and `einsum(self._combine_equation, weights, v)`. For rank-3
-# inputs the equations are ours with a head axis added: `a` is the batch, `b` the query
-# position, `e` the key position, `c` the head and `d` the feature contracted away.
+# It projects `query`, `key`, `value` with `EinsumDense` layers and hands them to
+# `tm.ops.attention`: our four lines again, `einsum(self._dot_equation, k, q)` scaled by
+# $1/\sqrt{\text{key\_dim}}$, a softmax over the key axes with the combined mask, dropout,
+# and `einsum(self._combine_equation, weights, v)`. For rank-3 inputs the equations are ours
+# with a head axis added: `a` is the batch, `b` the query position, `e` the key position, `c`
+# the head and `d` the feature contracted away.
+#
+# `attention` records those steps as *one* graph node, `Attention`, whose backward is the
+# chain rule we just applied, written out once: the value gradient, the weights' gradient,
+# the softmax gradient (in place) and the two contractions for query and key. One node
+# instead of four saves the per-op bookkeeping, which at small sizes costs as much as the
+# arithmetic. Read its backward:
+
+# %%
+print(inspect.getsource(Attention.backward))
 
 # %%
 layer = tm.MultiHeadAttention(num_heads=1, key_dim=D, value_dim=DV, output_shape=DV, dtype="float64")

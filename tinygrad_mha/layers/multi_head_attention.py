@@ -24,7 +24,7 @@ import string
 import numpy as np
 
 from .. import backend, constraints, initializers, regularizers
-from ..ops import dropout, einsum, softmax
+from ..ops import attention
 from ..tensor import Tensor
 from .base import Layer, weight_settings_config
 from ._checks import ArgumentTypeError
@@ -334,15 +334,15 @@ class MultiHeadAttention(Layer):
         q = self.query_dense(query)
         k = self.key_dense(key)
         v = self.value_dense(value)
-        # Scaled by 1/sqrt(key_dim) inside the einsum, which puts it on a (B, T, H, D) projection,
-        # not on the larger scores, and keeps no scaled copy for backward.
-        scores = einsum(self._dot_equation, k, q, scale=1.0 / math.sqrt(self.key_dim))
-        # (the scores are ours alone and never read again: the probabilities may take their memory)
-        probs = softmax(scores, axis=self._softmax_axes, mask=mask, overwrite_x=True)
-        weights = probs
-        if training and self.dropout > 0:
-            weights = dropout(probs, self.dropout, training=True, seed=self._generator())
-        context = einsum(self._combine_equation, weights, v)
+        # One graph node for scores, softmax, dropout and context (see ops/attention.py); the
+        # 1/sqrt(key_dim) scale goes onto the (B, T, H, D) query, not the larger scores.
+        context = attention(q, k, v, self._dot_equation, self._combine_equation, axis=self._softmax_axes,
+                            scale=1.0 / math.sqrt(self.key_dim), mask=mask,
+                            dropout_rate=self.dropout if training else 0.0,
+                            seed=self._generator() if training and self.dropout > 0 else None,
+                            return_probs=bool(return_attention_scores))
+        if return_attention_scores:
+            context, probs = context
         if gate is not None:
             context = context * gate
         out = self.output_dense(context)

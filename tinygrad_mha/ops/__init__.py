@@ -1,5 +1,6 @@
 """The differentiable operations, one file per family; each Function sits beside its gradient."""
 
+from .attention import attention
 from .einsum import einsum
 from .elementwise import (abs, add, compare, div, exp, log, mul, neg, pow, relu, sigmoid, sqrt,
                           sub, tanh, where)
@@ -9,7 +10,7 @@ from .reduce import max, mean, min, sum, sum_to, var
 from .shape import (broadcast_to, concatenate, expand_dims, getitem, reshape, squeeze, stack,
                     swapaxes, transpose)
 
-__all__ = ["abs", "add", "broadcast_to", "compare", "concatenate", "div", "dropout", "einsum", "exp",
+__all__ = ["abs", "add", "attention", "broadcast_to", "compare", "concatenate", "div", "dropout", "einsum", "exp",
            "expand_dims", "getitem", "log", "log_softmax", "matmul", "max", "mean", "min", "mul",
            "neg", "pow", "relu", "reshape", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "sub",
            "sum", "sum_to", "swapaxes", "tanh", "transpose", "var", "where"]

@@ -18,37 +18,42 @@ class Softmax(Function):
 
     def forward(self, x, axes, mask, overwrite_x=False):
         self.axes = axes
-        xp = array_module(x)
-        # One array, shifted, exponentiated and normalised in place: at attention sizes each
-        # pass over the scores costs as much as a small matmul, and each temporary a trip
-        # through the allocator (this was 1.6x the time of the three-temporary version).
-        # With overwrite_x that array is x itself: writing into a new array also costs reading
-        # it into the cache first (a quarter of the softmax's time at the medium benchmark size).
-        overwrite_x = overwrite_x and getattr(x.flags, "writeable", True)
-        if mask is None:
-            if overwrite_x:
-                e = x
-                e -= x.max(axis=axes, keepdims=True)
-            else:
-                e = x - x.max(axis=axes, keepdims=True)
-        else:
-            # Shift by the largest *kept* logit; a row with nothing kept has no such logit, so it
-            # is shifted by 0, its exponentials are all exactly 0 and its sum is replaced by 1.
-            if overwrite_x:
-                e = x
-                xp.copyto(e, x.dtype.type(-xp.inf), where=xp.logical_not(mask))
-            else:
-                e = xp.where(mask, x, x.dtype.type(-xp.inf))
-            shift = e.max(axis=axes, keepdims=True)
-            # (only -inf, "nothing kept", is replaced: a NaN logit must make its row NaN, as unmasked)
-            e -= xp.where(shift == -xp.inf, x.dtype.type(0), shift)
-        xp.exp(e, out=e)
-        total = e.sum(axis=axes, keepdims=True)
-        e /= total if mask is None else xp.where(total == 0, x.dtype.type(1), total)
-        return e
+        return softmax_array(x, axes, mask, overwrite_x)
 
     def backward(self, g):
         return SoftmaxGrad.apply(g, self.output, axes=self.axes)
+
+
+def softmax_array(x, axes: tuple, mask=None, overwrite_x=False):
+    """The masked, stable softmax on a backend array (``Softmax`` and ``Attention`` share it)."""
+    xp = array_module(x)
+    # One array, shifted, exponentiated and normalised in place: at attention sizes each
+    # pass over the scores costs as much as a small matmul, and each temporary a trip
+    # through the allocator (this was 1.6x the time of the three-temporary version).
+    # With overwrite_x that array is x itself: writing into a new array also costs reading
+    # it into the cache first (a quarter of the softmax's time at the medium benchmark size).
+    overwrite_x = overwrite_x and getattr(x.flags, "writeable", True)
+    if mask is None:
+        if overwrite_x:
+            e = x
+            e -= x.max(axis=axes, keepdims=True)
+        else:
+            e = x - x.max(axis=axes, keepdims=True)
+    else:
+        # Shift by the largest *kept* logit; a row with nothing kept has no such logit, so it
+        # is shifted by 0, its exponentials are all exactly 0 and its sum is replaced by 1.
+        if overwrite_x:
+            e = x
+            xp.copyto(e, x.dtype.type(-xp.inf), where=xp.logical_not(mask))
+        else:
+            e = xp.where(mask, x, x.dtype.type(-xp.inf))
+        shift = e.max(axis=axes, keepdims=True)
+        # (only -inf, "nothing kept", is replaced: a NaN logit must make its row NaN, as unmasked)
+        e -= xp.where(shift == -xp.inf, x.dtype.type(0), shift)
+    xp.exp(e, out=e)
+    total = e.sum(axis=axes, keepdims=True)
+    e /= total if mask is None else xp.where(total == 0, x.dtype.type(1), total)
+    return e
 
 
 def _row_dot(a, b, axes):
@@ -64,6 +69,16 @@ def _row_dot_plan(shape: tuple, axes: tuple):
     return f"{letters},{letters}->{kept}", tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
+def softmax_grad_array(g, y, axes: tuple, overwrite_g=False):
+    """y * (g - sum(g * y)) on backend arrays; with ``overwrite_g``, in g's memory."""
+    if overwrite_g:
+        g -= _row_dot(g, y, axes)
+    else:
+        g = g - _row_dot(g, y, axes)
+    g *= y
+    return g
+
+
 class SoftmaxGrad(Function):
     """The softmax gradient z = y * (g - sum(g * y)) as one op, so that it can be fused.
 
@@ -76,9 +91,7 @@ class SoftmaxGrad(Function):
 
     def forward(self, g, y, axes):
         self.axes = axes
-        out = g - _row_dot(g, y, axes)
-        out *= y
-        return out
+        return softmax_grad_array(g, y, axes)
 
     def backward(self, u):
         g, y = self.inputs
@@ -103,12 +116,12 @@ class LogSoftmax(Function):
         return g - self.output.exp() * g.sum(self.axes, keepdims=True)
 
 
-def _as_mask(mask, x: Tensor, name: str):
-    """A boolean backend array that broadcasts to ``x`` (True = keep)."""
+def as_mask(mask, xp, shape: tuple, name: str):
+    """A boolean ``xp`` array that broadcasts to ``shape`` (True = keep)."""
     if isinstance(mask, Tensor):
         mask = mask.data
     try:
-        mask = x.xp.asarray(mask)
+        mask = xp.asarray(mask)
     except ValueError as exc:  # a ragged nested list
         raise ValueError(f"{name} must be a rectangular boolean array: {exc}") from exc
     if mask.dtype.kind not in "biu":
@@ -117,7 +130,7 @@ def _as_mask(mask, x: Tensor, name: str):
                         + ("; for an additive mask add it to the logits instead" if mask.dtype.kind == "f" else ""))
     if mask.dtype != bool:
         mask = mask != 0
-    check_broadcast(mask.shape, x.shape, name)
+    check_broadcast(mask.shape, shape, name)
     return mask
 
 
@@ -132,7 +145,7 @@ def softmax(x, axis=-1, mask=None, overwrite_x=False) -> Tensor:
     """
     x = as_tensor(x)
     axes = normalize_axes(axis, x.ndim)
-    return Softmax.apply(x, axes=axes, mask=None if mask is None else _as_mask(mask, x, "mask"),
+    return Softmax.apply(x, axes=axes, mask=None if mask is None else as_mask(mask, x.xp, x.shape, "mask"),
                          overwrite_x=bool(overwrite_x))
 
 
@@ -150,25 +163,38 @@ def dropout(x, rate, training=True, seed=None) -> Tensor:
     seeded by ``tm.set_seed``). The gradient is the same mask times the upstream gradient.
     """
     x = as_tensor(x)
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-        raise ValueError(f"dropout rate must be a number in [0, 1), got {rate!r}")
+    check_dropout_args(rate, seed, "dropout")
     if x.dtype.kind != "f":
         raise TypeError(f"dropout needs a floating point tensor, got dtype {x.dtype}")
     if not isinstance(training, (bool, np.bool_)):
         raise TypeError(f"dropout: training must be True or False, got training={training!r}")
-    if isinstance(seed, bool) or not (seed is None or isinstance(seed, numbers.Integral)
-                                      or hasattr(seed, "random")):
-        raise TypeError(f"dropout: seed must be None, a non-negative int or a generator, got seed={seed!r}")
-    if isinstance(seed, numbers.Integral) and seed < 0:
-        raise ValueError(f"dropout: seed must be None, a non-negative int or a generator, got seed={seed!r}")
     if not training or rate == 0:
         return x
+    return x * Tensor._wrap(dropout_scale(x.shape, x.dtype, rate, seed, x.device))
+
+
+def check_dropout_args(rate, seed, op: str) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+        raise ValueError(f"{op}: dropout rate must be a number in [0, 1), got {rate!r}")
+    if isinstance(seed, bool) or not (seed is None or isinstance(seed, numbers.Integral)
+                                      or hasattr(seed, "random")):
+        raise TypeError(f"{op}: seed must be None, a non-negative int or a generator, got seed={seed!r}")
+    if isinstance(seed, numbers.Integral) and seed < 0:
+        raise ValueError(f"{op}: seed must be None, a non-negative int or a generator, got seed={seed!r}")
+
+
+def dropout_scale(shape, dtype, rate: float, seed, device):
+    """The multiplier dropout applies: 0 where dropped, 1/(1 - rate) where kept.
+
+    ``seed`` as in ``dropout`` (already checked). One draw of ``shape`` uniforms per call, so
+    whoever applies the multiplier (``dropout``, or ``attention`` inside its fused node)
+    gets the same mask from the same generator state.
+    """
     if seed is None:
-        rng = generator(x.device)
+        rng = generator(device)
     elif isinstance(seed, numbers.Integral):
-        rng = make_generator(int(seed), x.device)
+        rng = make_generator(int(seed), device)
     else:
         rng = seed
-    keep = rng.random(x.shape, dtype="float32") >= rate
-    scale = keep.astype(x.dtype) * (1.0 / (1.0 - rate))
-    return x * Tensor._wrap(scale)
+    keep = rng.random(shape, dtype="float32") >= rate
+    return keep.astype(dtype) * (1.0 / (1.0 - rate))
