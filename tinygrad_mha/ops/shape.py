@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ..backend import array_module, is_cupy_array, scatter_add, to_device
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, is_grad_enabled
 from .common import as_tensor, normalize_axes, same_device
 
 
@@ -85,13 +85,34 @@ class Concatenate(Function):
         return array_module(arrays[0]).concatenate(arrays, axis=axis)
 
     def backward(self, g):
-        grads, start = [], 0
+        grads, start, take = [], 0, _slicer(g)
         for t in self.inputs:
             stop = start + t.shape[self.axis]
-            index = (slice(None),) * self.axis + (slice(start, stop),)
-            grads.append(g[index] if t.requires_grad else None)
+            grads.append(take((slice(None),) * self.axis + (slice(start, stop),)) if t.requires_grad else None)
             start = stop
         return tuple(grads)
+
+
+class Stack(Function):
+    """Gradient: each input's slice of ``g`` along the new axis (views, no copies)."""
+    uses_inputs, uses_output = "none", False
+
+    def forward(self, *arrays, axis):
+        self.axis = axis
+        return array_module(arrays[0]).stack(arrays, axis=axis)
+
+    def backward(self, g):
+        take = _slicer(g)
+        return tuple(take((slice(None),) * self.axis + (i,)) if t.requires_grad else None
+                     for i, t in enumerate(self.inputs))
+
+
+def _slicer(g: Tensor):
+    """``g[index]`` for basic indices: a recorded op under create_graph, else a plain view
+    (a recorded op per slice cost more than the whole stack forward at the small MHA size)."""
+    if is_grad_enabled():
+        return g.__getitem__
+    return lambda index: Tensor._wrap(g.data[index])
 
 
 # ---------------------------------------------------------------- functional forms
@@ -219,5 +240,6 @@ def stack(tensors, axis=0):
     for i, t in enumerate(tensors):
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: tensor {i} has shape {t.shape}, expected {tensors[0].shape}")
+    same_device(*tensors, op="stack")
     axis = normalize_axes(axis, tensors[0].ndim + 1)[0]
-    return concatenate([expand_dims(t, axis) for t in tensors], axis=axis)
+    return Stack.apply(*tensors, axis=axis)
