@@ -142,3 +142,28 @@ def test_bad_arguments_raise_before_anything_runs():
         tm.ops.attention(q, k, v, DOT, COMBINE, dropout_rate=0.1, seed="x")
     with pytest.raises(ValueError, match="einsum: subscript 'd' has size 2 in one place and 3"):
         tm.ops.attention(q, k[..., :2], v, DOT, COMBINE)
+
+
+@pytest.mark.parametrize("kw, shapes", [
+    ({"num_heads": 2, "key_dim": 3, "value_dim": 2}, [(2, 3, 4), (2, 5, 3)]),
+    ({"num_heads": 2, "key_dim": 2, "attention_axes": (1, 2)}, [(2, 2, 3, 4), (2, 3, 2, 4)]),
+], ids=["rank3", "rank4-2d-axes"])
+def test_layer_paths_agree_with_dropout_and_masks(kw, shapes):
+    """MultiHeadAttention uses the fused node unless the scores are asked for; the two paths
+    give the same output and gradients (same seed, so the same dropout mask)."""
+    rng = np.random.default_rng(12)
+    arrays = [rng.standard_normal(s) for s in shapes]
+    q_mask = rng.random(shapes[0][:-1]) > 0.2
+    results = []
+    for scores in (False, True):
+        layer = tm.MultiHeadAttention(dropout=0.3, seed=5, dtype="float64", **kw)
+        layer.build(*shapes)
+        layer.set_weights([np.random.default_rng(i).standard_normal(w.shape) for i, w in enumerate(layer.weights)])
+        q, v = (tm.Tensor(a, requires_grad=True) for a in arrays)
+        out = layer(q, v, query_mask=q_mask, use_causal_mask=True, training=True,
+                    return_attention_scores=scores)
+        out = out[0] if scores else out
+        (out * tm.Tensor(np.cos(np.arange(out.size)).reshape(out.shape))).sum().backward()
+        results.append([out.numpy(), q.grad, v.grad] + [w.grad for w in layer.weights])
+    for fused, separate in zip(*results):
+        np.testing.assert_allclose(fused, separate, rtol=1e-10, atol=1e-12)
