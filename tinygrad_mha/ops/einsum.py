@@ -149,17 +149,19 @@ def _reduce_single(array, term: str, keep: str):
 class _PairPlan(NamedTuple):
     """How ``_contract_pair`` lays two operands out for one ``matmul`` (see ``_pair_plan``)."""
 
+    # Every step that would be a no-op is None, decided once here: at small sizes each
+    # NumPy call, even a do-nothing reshape, costs a tenth of a small matmul.
     product: bool       # nothing to sum: multiply broadcast views instead of a matmul
     swap: bool          # compute b @ a instead, so the result comes out in the wanted order
     perm_a: tuple       # transpose a to (batch..., left..., summed...) (None: it already is) ...
-    shape_a: tuple      # ... and view it as (batch..., M, K)
+    shape_a: tuple      # ... and view it as (batch..., M, K) (None: it already is)
     perm_b: tuple       # transpose b to (batch..., summed..., right...) ...
     shape_b: tuple      # ... and view it as (batch..., K, N)
     out_term: str       # the letters of the result, in its axis order
-    out_shape: tuple = ()     # the result, allocated C-contiguous in ``out_term`` order ...
-    out_grouped: tuple = ()   # ... viewed with its left and right letters merged ...
-    out_perm: tuple = ()      # ... and transposed to the (batch..., M, N) that matmul writes
-    out_direct: bool = False  # True: that view is the result itself
+    out_shape: tuple = ()     # the result, C-contiguous in ``out_term`` order ...
+    out_grouped: tuple = ()   # ... is this view of it, with its left and right letters merged ...
+    out_perm: tuple = None    # ... transposed to the (batch..., M, N) matmul writes (None: as it is)
+    regroup: bool = False     # out_grouped is not out_shape: the result needs a reshape (a view)
 
 
 def _moved(perm: tuple):
@@ -198,9 +200,9 @@ def _pair_plan(ta: str, tb: str, keep: str, shape_a: tuple, strides_a: tuple,
         return _PairPlan(
             product=True, swap=False,
             perm_a=_moved(tuple(ta.index(c) for c in batch + left)),
-            shape_a=tuple(size[c] for c in batch + left) + (1,) * len(right),
+            shape_a=tuple(size[c] for c in batch + left) + (1,) * len(right) if right else None,
             perm_b=_moved(tuple(tb.index(c) for c in batch + right)),
-            shape_b=tuple(size[c] for c in batch) + (1,) * len(left) + tuple(size[c] for c in right),
+            shape_b=tuple(size[c] for c in batch) + (1,) * len(left) + tuple(size[c] for c in right) if left else None,
             out_term="".join(batch + left + right))
 
     result = [c for c in dict.fromkeys(keep) if c in ta or c in tb]  # wanted order
@@ -238,16 +240,19 @@ def _pair_plan(ta: str, tb: str, keep: str, shape_a: tuple, strides_a: tuple,
     names = [name for name, _ in axes]
     out_shape = tuple(size[c] for c in out_term)
     out_grouped = tuple(n for _, n in axes)
-    out_perm = tuple(names.index(name) for name in batch + ["<M>", "<N>"])
+    out_perm = _moved(tuple(names.index(name) for name in batch + ["<M>", "<N>"]))
+    perm_a = tuple(ta.index(c) for c in batch + left + summed)
+    perm_b = tuple(tb.index(c) for c in batch + summed + right)
+    shape_a = tuple(size[c] for c in batch) + (prod(left), prod(summed))
+    shape_b = tuple(size[c] for c in batch) + (prod(summed), prod(right))
     return _PairPlan(
         product=False, swap=swap,
-        perm_a=_moved(tuple(ta.index(c) for c in batch + left + summed)),
-        shape_a=tuple(size[c] for c in batch) + (prod(left), prod(summed)),
-        perm_b=_moved(tuple(tb.index(c) for c in batch + summed + right)),
-        shape_b=tuple(size[c] for c in batch) + (prod(summed), prod(right)),
+        perm_a=_moved(perm_a),
+        shape_a=None if shape_a == tuple(size[ta[i]] for i in perm_a) else shape_a,
+        perm_b=_moved(perm_b),
+        shape_b=None if shape_b == tuple(size[tb[i]] for i in perm_b) else shape_b,
         out_shape=out_shape, out_grouped=out_grouped, out_perm=out_perm,
-        out_direct=out_grouped == out_shape and _moved(out_perm) is None,
-        out_term=out_term)
+        regroup=out_grouped != out_shape, out_term=out_term)
 
 
 def _contract_pair(a, ta: str, b, tb: str, keep: str):
@@ -283,18 +288,21 @@ def _run_pair(plan: _PairPlan, a, b):
         a, b = b, a
     if plan.perm_a is not None:
         a = a.transpose(plan.perm_a)
-    if a.shape != plan.shape_a:
+    if plan.shape_a is not None:
         a = a.reshape(plan.shape_a)  # a reshape copies only if it must
     if plan.perm_b is not None:
         b = b.transpose(plan.perm_b)
-    if b.shape != plan.shape_b:
+    if plan.shape_b is not None:
         b = b.reshape(plan.shape_b)
     if plan.product:
         return a * b
-    xp = array_module(a)
-    out = xp.empty(plan.out_shape, dtype=a.dtype if a.dtype == b.dtype else xp.result_type(a.dtype, b.dtype))
-    xp.matmul(a, b, out=out if plan.out_direct else out.reshape(plan.out_grouped).transpose(plan.out_perm))
-    return out
+    if plan.out_perm is None:  # matmul's own layout is the wanted order: let it allocate
+        out = a @ b
+    else:  # write through a transposed view, so the result is C-contiguous in the wanted order
+        xp = array_module(a)
+        out = xp.empty(plan.out_grouped, dtype=a.dtype if a.dtype == b.dtype else xp.result_type(a.dtype, b.dtype))
+        xp.matmul(a, b, out=out.transpose(plan.out_perm))
+    return out.reshape(plan.out_shape) if plan.regroup else out
 
 
 def contract(inputs: tuple, output: str, arrays: list):
