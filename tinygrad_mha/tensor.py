@@ -13,6 +13,7 @@ broadcasting is undone, so each op states its derivative as if shapes always mat
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import weakref
 
@@ -297,6 +298,9 @@ def _seed_grad(output: Tensor, grad, what: str) -> Tensor:
 
 
 # ---------------------------------------------------------------- graph nodes
+_recorded = itertools.count()  # numbers the recorded nodes in creation order
+
+
 class Function:
     """One differentiable primitive.
 
@@ -334,6 +338,7 @@ class Function:
         else:
             return Tensor._wrap(out)
         fn.inputs = inputs if cls.uses_inputs == "all" else _keep_needed(inputs, cls.uses_inputs)
+        fn.seq = next(_recorded)  # creation order: see _graph_nodes
         result = Tensor._wrap(out, True, fn)
         fn._output = weakref.ref(result)  # weak: the output owns the node, not vice versa
         if cls.uses_output:
@@ -405,39 +410,42 @@ def _keep_needed(inputs, rule: str) -> tuple:
 
 
 # ---------------------------------------------------------------- the engine
-def _node_id(t: Tensor) -> int:
+def _grad_key(t: Tensor):
     """Who a gradient belongs to: a computed tensor's node (shared with its stand-ins), or a leaf."""
-    return id(t._ctx) if t._ctx is not None else id(t)
+    return t._ctx if t._ctx is not None else t
 
 
-def _topological_order(roots):
-    """Tensors reachable from ``roots`` that need gradients, each after everything it depends on.
+def _graph_nodes(roots) -> list:
+    """The nodes (Functions) that ``roots`` were computed through, newest first.
 
-    Iterative depth-first search: a chain of 100,000 ops must not hit Python's recursion limit.
+    Newest first is an order in which every node comes before the nodes that made its
+    inputs: an op can only take tensors that existed when it was recorded, so it always
+    has a higher sequence number (``Function.seq``) than their nodes. (PyTorch's engine
+    orders its work the same way.) The walk is iterative: a chain of 100,000 ops must not
+    hit Python's recursion limit.
     """
-    order, visited = [], set()
-    stack = [(root, False) for root in roots]
+    nodes, seen = [], set()
+    stack = [root._ctx for root in roots if root._ctx is not None]
     while stack:
-        tensor, children_done = stack.pop()
-        if children_done:
-            order.append(tensor)
+        node = stack.pop()
+        if node in seen:
             continue
-        ctx = tensor._ctx
-        key = id(ctx) if ctx is not None else id(tensor)  # _node_id, inlined: this loop is hot
-        if key in visited:
-            continue
-        visited.add(key)
-        stack.append((tensor, True))
-        if ctx is not None:
-            if ctx.inputs is None:
-                raise RuntimeError(
-                    "Trying to backward through the graph a second time: the values saved for "
-                    "backward were freed by the first call. Pass retain_graph=True to the first "
-                    "backward() if you need to go through the graph again.")
-            for parent in ctx.inputs:
-                if parent.requires_grad:  # (already visited ones are skipped when popped)
-                    stack.append((parent, False))
-    return order
+        seen.add(node)
+        if node.inputs is None:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time: the values saved for "
+                "backward were freed by the first call. Pass retain_graph=True to the first "
+                "backward() if you need to go through the graph again.")
+        nodes.append(node)
+        for parent in node.inputs:
+            if parent._ctx is not None:  # (a computed tensor always requires a gradient)
+                stack.append(parent._ctx)
+    nodes.sort(key=_by_sequence, reverse=True)
+    return nodes
+
+
+def _by_sequence(node) -> int:
+    return node.seq
 
 
 def _sum_to_shape(grad: Tensor, shape) -> Tensor:
@@ -456,41 +464,33 @@ def _backprop(roots, root_grads, retain_graph=False, create_graph=False, capture
     unless ``capture`` is given: then the gradients of the tensors in ``capture`` are returned
     instead (as ``tm.grad`` does) and no ``.grad`` is touched.
     """
-    order = _topological_order(roots)  # raises before anything changes if the graph was freed
-    grads: dict[int, Tensor] = {}  # by _node_id
+    nodes = _graph_nodes(roots)  # raises before anything changes if the graph was freed
+    grads: dict = {}  # by _grad_key: a node, or a leaf tensor
     for root, g in zip(roots, root_grads):
-        key = _node_id(root)
+        key = _grad_key(root)
         grads[key] = grads[key] + g if key in grads else g
-    wanted = None if capture is None else {_node_id(t) for t in capture}
-    captured: dict[int, Tensor] = {}
+    wanted = None if capture is None else {_grad_key(t) for t in capture}
+    captured: dict = {}
     summed = set()  # keys whose gradient is a sum this loop made: nobody else sees it yet
 
     previous = _GradMode.enabled
     _GradMode.enabled = create_graph  # record the backward ops only when asked to
     try:
-        while order:
-            # Popped, not iterated: once its node is done, nothing here keeps a tensor alive.
-            tensor = order.pop()
-            ctx = tensor._ctx
-            key = id(ctx) if ctx is not None else id(tensor)
-            g = grads.pop(key, None)
-            if g is None:
+        for node in nodes:
+            g = grads.pop(node, None)
+            if g is None:  # the roots do not depend on this node after all
                 continue
             if wanted is not None:
-                if key in wanted:
-                    captured[key] = g
-            elif ctx is None:
-                tensor._grad = g if tensor._grad is None else tensor._grad + g
+                if node in wanted:
+                    captured[node] = g
             else:
-                real = ctx._output()  # retain_grad was asked of the tensor itself, not a stand-in
+                real = node._output()  # retain_grad was asked of the tensor itself, not a stand-in
                 if real is not None and real._retains_grad:
                     real._grad = g if real._grad is None else real._grad + g
-            if ctx is None:
-                continue
-            input_grads = ctx.backward(g)
+            input_grads = node.backward(g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            for parent, pg in zip(ctx.inputs, input_grads):
+            for parent, pg in zip(node.inputs, input_grads):
                 if pg is None or not parent.requires_grad:
                     continue
                 # the parent's array answers .shape and .dtype fastest; a stand-in keeps none
@@ -499,7 +499,7 @@ def _backprop(roots, root_grads, retain_graph=False, create_graph=False, capture
                     pg = _sum_to_shape(pg, want.shape)
                 if data.dtype != want.dtype:
                     pg = pg.astype(want.dtype)
-                key = id(parent._ctx) if parent._ctx is not None else id(parent)
+                key = parent._ctx if parent._ctx is not None else parent  # _grad_key, inlined
                 if key not in grads:
                     grads[key] = pg
                 elif create_graph:  # the sum is recorded, so it must be a new tensor
@@ -513,7 +513,13 @@ def _backprop(roots, root_grads, retain_graph=False, create_graph=False, capture
                     grads[key] = Tensor._wrap(grads[key].data + pg.data)
                     summed.add(key)
             if not retain_graph:
-                ctx.release()
+                node.release()
+        # Every node has taken its own gradient out: what is left belongs to leaves.
+        for leaf, g in grads.items():
+            if wanted is None:
+                leaf._grad = g if leaf._grad is None else leaf._grad + g
+            elif leaf in wanted:
+                captured[leaf] = g
     finally:
         _GradMode.enabled = previous
     return captured
@@ -547,7 +553,7 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
     retain = create_graph if retain_graph is None else retain_graph
     captured = _backprop(roots, seeds, retain_graph=retain, create_graph=create_graph,
                          capture=inputs) if roots else {}
-    return [captured[_node_id(t)] if _node_id(t) in captured else Tensor._wrap(t.xp.zeros_like(t.data))
+    return [captured[_grad_key(t)] if _grad_key(t) in captured else Tensor._wrap(t.xp.zeros_like(t.data))
             for t in inputs]
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import tinygrad_mha as tm
-from tinygrad_mha.tensor import Function, Tensor, _topological_order
+from tinygrad_mha.tensor import Function, Tensor, _graph_nodes
 
 SMALL = os.environ.get("TINYGRAD_MHA_SMALL", "0") not in ("", "0")
 AS_SCRIPT = "__file__" in globals()  # notebooks have no __file__: figures only when run as a script
@@ -142,13 +142,18 @@ print("\n".join(show_graph(loss)))
 # %% [markdown]
 # Backward must visit a node only after every node that *uses* it: the gradient of `y` is
 # complete only when both uses in `y * y` have reported. That is a **topological order**
-# of the graph, reversed. The engine computes it with an explicit stack (a depth-first
-# search that appends a node once all of its inputs are done):
+# of the graph, reversed.
+#
+# There is a cheap way to get one. Every recorded node gets a sequence number (`seq`) from
+# a counter, and an op can only take tensors that already exist, so a node's number is
+# always higher than the numbers of the nodes that made its inputs. The engine therefore
+# collects the nodes with an explicit stack (no recursion) and sorts them newest first;
+# PyTorch's engine uses the same trick.
 
 # %%
-print(inspect.getsource(_topological_order))
-order = _topological_order([loss])
-print("topological order:", [t.name for t in order])
+print(inspect.getsource(_graph_nodes))
+nodes = _graph_nodes([loss])
+print("backward visits:", [(type(node).__name__, node.seq) for node in nodes])
 
 # %% [markdown]
 # ## 4. `backward()`: gradients into `.grad`
@@ -257,11 +262,11 @@ out = ((X @ W).tanh() ** 2).sum()
 assert out._ctx is not None and X._ctx is None and W.is_leaf
 with tm.no_grad():
     assert (X @ W)._ctx is None
-# every node comes after the tensors it was computed from
-order = _topological_order([out])
-position = {id(t): i for i, t in enumerate(order)}
-assert all(position[id(p)] < position[id(t)] for t in order if t._ctx for p in t._ctx.inputs if p.requires_grad)
-assert order[-1] is out and order[0] is W
+# backward visits every node before the nodes that made its inputs, the loss's own first
+nodes = _graph_nodes([out])
+position = {id(node): i for i, node in enumerate(nodes)}
+assert all(position[id(node)] < position[id(p._ctx)] for node in nodes for p in node.inputs if p._ctx)
+assert nodes[0] is out._ctx and len(nodes) == 4  # sum, pow, tanh, matmul
 # the gradient matches the chain rule done in NumPy
 out.backward()
 ya = np.tanh(xa @ wa)
