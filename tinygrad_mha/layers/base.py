@@ -176,6 +176,11 @@ class Layer:
     def __call__(self, *args, **kwargs):
         # Activity losses describe the last call only, so the whole tree's are cleared first.
         # An empty list needs no clearing (usually all are: this runs on every call).
+        if not self._sublayers and not self._activity_losses:  # nothing to clear or restore
+            out = self.call(*args, **kwargs)
+            if self.activity_regularizer is not None:
+                self._add_activity_loss(out)
+            return out
         tree = self._layers()
         previous = [(layer, layer._activity_losses) for layer in tree if layer._activity_losses]
         for layer, _ in previous:  # (a plain list: no need for the tracking __setattr__)
@@ -189,10 +194,13 @@ class Layer:
                 layer.__dict__["_activity_losses"] = losses
             raise
         if self.activity_regularizer is not None:
-            first = out[0] if isinstance(out, tuple) else out
-            # Keras divides by the batch size so the penalty does not grow with the batch.
-            self._activity_losses.append(self.activity_regularizer(first) / first.shape[0])
+            self._add_activity_loss(out)
         return out
+
+    def _add_activity_loss(self, out) -> None:
+        first = out[0] if isinstance(out, tuple) else out
+        # Keras divides by the batch size so the penalty does not grow with the batch.
+        self._activity_losses.append(self.activity_regularizer(first) / first.shape[0])
 
     def _as_input(self, x, name: str) -> Tensor:
         """An input as a Tensor on this layer's device, cast to the layer's dtype."""

@@ -112,10 +112,10 @@ def attention(query, key, value, dot_equation: str, combine_equation: str, axis=
 
     >>> attention(q, k, v, "bshd,bthd->bhts", "bhts,bshd->bthd", scale=0.125)  # (B, T, H, D)
     """
-    query, key, value = (as_tensor(t) for t in (query, key, value))
+    query, key, value = as_tensor(query), as_tensor(key), as_tensor(value)
     same_device(query, key, value, op="attention")
     for name, t in (("query", query), ("key", key), ("value", value)):
-        if t.dtype.kind != "f":
+        if t.data.dtype.kind != "f":
             raise TypeError(f"attention: {name} must be a floating point tensor, got dtype {t.dtype}")
     check_dropout_args(dropout_rate, seed, "attention")
     dot_in, dot_out, dot_squeeze, scores_shape = parse(dot_equation, (key.shape, query.shape))
@@ -131,7 +131,9 @@ def attention(query, key, value, dot_equation: str, combine_equation: str, axis=
         weights = dropout(probs, dropout_rate, training=True, seed=seed) if dropout_rate else probs
         context = einsum(combine_equation, weights, value)
         return (context, probs) if return_probs else context
-    dtype = query.xp.result_type(key.dtype, query.dtype)  # the scores'
-    keep = dropout_scale(scores_shape, dtype, dropout_rate, seed, query.device) if dropout_rate else None
+    keep = None
+    if dropout_rate:
+        dtype = query.xp.result_type(key.dtype, query.dtype)  # the scores'
+        keep = dropout_scale(scores_shape, dtype, dropout_rate, seed, query.device)
     return Attention.apply(query, key, value, dot=dot, combine=combine, axes=axes, scale=scale,
                            mask=mask, keep=keep)

@@ -174,6 +174,8 @@ def dropout(x, rate, training=True, seed=None) -> Tensor:
 
 
 def check_dropout_args(rate, seed, op: str) -> None:
+    if seed is None and type(rate) in (float, int) and 0 <= rate < 1:
+        return  # the common case, without the (slower) abstract number checks below
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
         raise ValueError(f"{op}: dropout rate must be a number in [0, 1), got {rate!r}")
     if isinstance(seed, bool) or not (seed is None or isinstance(seed, numbers.Integral)

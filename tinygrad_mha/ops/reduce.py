@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 from ..backend import array_module
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, is_grad_enabled
 from .common import as_tensor, normalize_axes
 from .shape import BroadcastTo, Reshape
 
@@ -27,6 +27,11 @@ class Sum(Function):
         shape = self.inputs[0].shape
         # The internal ops directly: the shapes are right by construction, and the public
         # functions' checks took most of this backward's time. A scalar broadcasts as it is.
+        if not is_grad_enabled():  # the same views, without graph nodes (nothing records them)
+            data = g.data
+            if data.ndim and data.ndim != len(shape):
+                data = data.reshape(_kept_shape(shape, self.axes))
+            return Tensor._wrap(data if data.shape == shape else array_module(data).broadcast_to(data, shape))
         if g.ndim and g.ndim != len(shape):
             g = Reshape.apply(g, shape=_kept_shape(shape, self.axes))
         return g if g.shape == shape else BroadcastTo.apply(g, shape=shape)
