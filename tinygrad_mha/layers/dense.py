@@ -1,14 +1,14 @@
 """Dense: the fully connected layer, ``y = activation(x @ kernel + bias)``, as in Keras.
 
 The kernel has shape (input features, units) and acts on the last axis of inputs of any rank
->= 2, so (B, T, F) inputs give (B, T, units). We flatten the leading axes, do one matmul and
-reshape back: the gradient of each step is the engine's (matmul, reshape, and the bias's
-broadcast, which the engine sums back to shape (units,)).
+>= 2, so (B, T, F) inputs give (B, T, units): ``tensordot(x, kernel, 1)``, which flattens the
+leading axes into one matrix product and adds the bias in the same graph node.
 """
 
 from __future__ import annotations
 
 from .. import constraints, initializers, regularizers
+from ..ops import tensordot
 from .base import Layer, weight_settings_config
 from ._checks import boolean, positive_int
 from .einsum_dense import ACTIVATIONS
@@ -60,12 +60,7 @@ class Dense(Layer):
         if x.ndim < 2 or x.shape[-1] != self.kernel.shape[0]:
             raise ValueError(f"Dense: layer {self.name!r} was built for inputs with "
                              f"{self.kernel.shape[0]} features (last axis), got shape {x.shape}")
-        lead = x.shape[:-1]
-        y = x.reshape(-1, x.shape[-1]) @ self.kernel if x.ndim > 2 else x @ self.kernel
-        if self.bias is not None:
-            y = y + self.bias
-        if x.ndim > 2:
-            y = y.reshape(*lead, self.units)
+        y = tensordot(x, self.kernel, 1, bias=self.bias)
         return y if self._activation_fn is None else self._activation_fn(y)
 
     def compute_output_shape(self, input_shape):

@@ -13,7 +13,7 @@ import math
 import re
 
 from .. import constraints, initializers, regularizers
-from ..ops import einsum, relu, sigmoid, tanh
+from ..ops import einsum, relu, sigmoid, tanh, tensordot
 from .base import Layer, weight_settings_config
 
 ACTIVATIONS = {None: None, "linear": None, "sigmoid": sigmoid, "relu": relu, "tanh": tanh}
@@ -89,6 +89,26 @@ def analyze_equation(equation: str, bias_axes, input_shape, output_shape):
             tuple(fan_in_axes), tuple(fan_out_axes), contracted)
 
 
+def tensordot_axes(equation: str):
+    """n when ``equation`` is ``tensordot(x, kernel, n)``, else None.
+
+    That is: the input's last n letters are the kernel's first n and appear nowhere else,
+    and the output is the input's other letters, then the kernel's (as "abc,cde->abde", or
+    "...b,bc->...c"). Every projection of MultiHeadAttention has this form; it runs as one
+    matrix product (``ops.tensordot``) instead of a general einsum.
+    """
+    match = re.fullmatch(r"(\.\.\.)?([a-zA-Z]+),([a-zA-Z]+)->(\.\.\.)?([a-zA-Z]+)", equation)
+    if match is None or bool(match.group(1)) != bool(match.group(4)):
+        return None
+    x, k, out = match.group(2, 3, 5)
+    if any(len(set(t)) != len(t) for t in (x, k, out)):
+        return None
+    n = len(set(x) & set(k))
+    if n == 0 or x[len(x) - n:] != k[:n] or out != x[:len(x) - n] + k[n:]:
+        return None
+    return n
+
+
 class EinsumDense(Layer):
     """y = activation(einsum(equation, x, kernel) + bias)"""
 
@@ -103,6 +123,7 @@ class EinsumDense(Layer):
             raise ValueError(f"EinsumDense: activation must be one of {sorted(k for k in ACTIVATIONS if k)}, "
                              f"None or a callable, got {activation!r}")
         self.equation = equation
+        self._tensordot_axes = tensordot_axes(equation)
         self.partial_output_shape = (output_shape,) if isinstance(output_shape, int) else tuple(output_shape)
         self.activation = activation
         self._activation_fn = activation if callable(activation) else ACTIVATIONS[activation]
@@ -140,7 +161,10 @@ class EinsumDense(Layer):
             self.build(x.shape)
         else:
             self.check_input_shape(x.shape, "inputs")
-        y = einsum(self.equation, x, self.kernel, bias=self.bias)  # bias added in place, in one op
+        if self._tensordot_axes is not None:  # one matrix product, its bias added in place
+            y = tensordot(x, self.kernel, self._tensordot_axes, bias=self.bias)
+        else:
+            y = einsum(self.equation, x, self.kernel, bias=self.bias)  # bias added in place, in one op
         return y if self._activation_fn is None else self._activation_fn(y)
 
     def check_input_shape(self, shape, name: str) -> None:

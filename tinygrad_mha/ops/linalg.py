@@ -1,10 +1,14 @@
-"""Matrix multiplication with NumPy's ``matmul`` semantics (1-D operands, batch broadcasting)."""
+"""Matrix products: ``matmul`` with NumPy's semantics, and ``tensordot``, the one product a
+dense layer needs, done as a single matrix multiplication."""
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from ..backend import array_module
-from ..tensor import Function
-from .common import pair
+from ..tensor import Function, Tensor, is_grad_enabled
+from .common import as_tensor, check_broadcast, pair, same_device
 
 
 class MatMul(Function):
@@ -40,3 +44,73 @@ def matmul(a, b):
     if b.ndim == 1:
         out = out.squeeze(-1)
     return out
+
+
+class TensorDot(Function):
+    """``tensordot(a, b, n) + bias``: a's last n axes contracted with b's first n, as one
+    (M, K) @ (K, N) matrix product on reshaped views.
+
+    Every projection of a dense or attention layer has this form, and for it this node is
+    cheaper than the general ``Einsum``: no contraction plan, and a backward of two matrix
+    products written out, d a = g @ b^T and d b = a^T @ g (each reshaped back). The bias, if
+    given, gets ``g`` itself; the engine sums it down to the bias' shape.
+    """
+    uses_inputs, uses_output = "others", False
+
+    def forward(self, a, b, *bias, n):
+        lead, tail = a.shape[:a.ndim - n], b.shape[n:]
+        self.mkn = (math.prod(lead), math.prod(a.shape[a.ndim - n:]), math.prod(tail))
+        m, k, n_out = self.mkn
+        out = (a.reshape(m, k) @ b.reshape(k, n_out)).reshape(lead + tail)  # reshapes of views
+        if bias:
+            (bias,) = bias
+            xp = array_module(out)
+            # in place, as ``y = x @ w; y += b``, when the result keeps its dtype
+            keeps = bias.dtype == out.dtype or xp.result_type(out, bias) == out.dtype
+            out = xp.add(out, bias, out=out) if keeps else out + bias
+        return out
+
+    def backward(self, g):
+        a, b = self.inputs[:2]
+        m, k, n_out = self.mkn
+        # The same two lines serve both passes: on plain arrays normally, and on Tensors under
+        # create_graph, where the reshapes, transposes and products record themselves and so
+        # can be differentiated again.
+        if is_grad_enabled():
+            g2, av, bv, wrap = g.reshape(m, n_out), a, b, _same
+        else:
+            g2, av, bv, wrap = g.data.reshape(m, n_out), a.data, b.data, Tensor._wrap
+        ga = wrap((g2 @ bv.reshape(k, n_out).T).reshape(a.shape)) if a.requires_grad else None
+        gb = wrap((av.reshape(m, k).T @ g2).reshape(b.shape)) if b.requires_grad else None
+        return (ga, gb, g) if len(self.inputs) > 2 else (ga, gb)
+
+
+def _same(t):
+    return t
+
+
+def tensordot(a, b, axes=2, bias=None):
+    """``numpy.tensordot(a, b, axes)`` for an integer ``axes``, plus ``bias`` (broadcast to the
+    result) in the same op: the last ``axes`` axes of ``a`` are summed against the first
+    ``axes`` axes of ``b``. For other index patterns use ``einsum``.
+
+    >>> tensordot(x, kernel, axes=1, bias=b)   # (B, T, F) x (F, U) -> (B, T, U): a dense layer
+    """
+    if isinstance(axes, bool) or not isinstance(axes, numbers.Integral):
+        raise TypeError(f"tensordot: axes must be an int (the number of axes to contract), got "
+                        f"axes={axes!r}; for pairs of axis lists use einsum")
+    a, b = pair(a, b, "tensordot")
+    n = int(axes)
+    if not 0 <= n <= min(a.ndim, b.ndim):
+        raise ValueError(f"tensordot: axes={n} must be between 0 and the smaller rank of the "
+                         f"operands, got shapes {a.shape} and {b.shape}")
+    if a.shape[a.ndim - n:] != b.shape[:n]:
+        raise ValueError(f"tensordot: the last {n} axes of a (shape {a.shape}) must equal the "
+                         f"first {n} axes of b (shape {b.shape})")
+    extra = ()
+    if bias is not None:
+        bias = as_tensor(bias, a)
+        same_device(a, bias, op="tensordot")
+        check_broadcast(bias.shape, a.shape[:a.ndim - n] + b.shape[n:], "tensordot: bias")
+        extra = (bias,)
+    return TensorDot.apply(a, b, *extra, n=n)
