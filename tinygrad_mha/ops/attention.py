@@ -91,13 +91,23 @@ class Attention(Function):
 
 
 @functools.lru_cache(maxsize=256)
-def _fusable(dot: tuple, combine: tuple) -> bool:
-    """Whether every gradient above is a plain contraction: no letter repeats within a term
-    and each operand's letters all appear in another operand or the result (no diagonals,
-    no sums inside one operand; ``Einsum`` handles those, and the unfused path uses it)."""
+def _plan(dot_equation: str, combine_equation: str, query_shape: tuple, key_shape: tuple,
+          value_shape: tuple):
+    """(dot terms, combine terms, scores shape, fusable) for these equations and shapes.
+
+    Fusable: every gradient of ``Attention`` is a plain contraction, that is no letter
+    repeats within a term and each operand's letters all appear in another operand or the
+    result (no diagonals, no sums inside one operand, nothing squeezed; ``Einsum`` handles
+    those, and the unfused path uses it). Cached: a model asks with the same few shapes.
+    """
+    dot_in, dot_out, dot_squeeze, scores_shape = parse(dot_equation, (key_shape, query_shape))
+    comb_in, comb_out, comb_squeeze, _ = parse(combine_equation, (scores_shape, value_shape))
+    dot, combine = (*dot_in, dot_out), (*comb_in, comb_out)
+
     def plain(a, b, out):
         return all(len(set(t)) == len(t) for t in (a, b, out)) and set(a) <= set(b + out) and set(b) <= set(a + out)
-    return plain(*dot) and plain(*combine)
+    fusable = not dot_squeeze and not comb_squeeze and plain(*dot) and plain(*combine)
+    return dot, combine, scores_shape, fusable
 
 
 def attention(query, key, value, dot_equation: str, combine_equation: str, axis=-1, scale=None,
@@ -118,14 +128,13 @@ def attention(query, key, value, dot_equation: str, combine_equation: str, axis=
         if t.data.dtype.kind != "f":
             raise TypeError(f"attention: {name} must be a floating point tensor, got dtype {t.dtype}")
     check_dropout_args(dropout_rate, seed, "attention")
-    dot_in, dot_out, dot_squeeze, scores_shape = parse(dot_equation, (key.shape, query.shape))
-    comb_in, comb_out, comb_squeeze, _ = parse(combine_equation, (scores_shape, value.shape))
+    dot, combine, scores_shape, fusable = _plan(dot_equation, combine_equation, query.shape, key.shape,
+                                                value.shape)
     axes = normalize_axes(axis, len(scores_shape))
     if mask is not None:
         mask = as_mask(mask, query.xp, scores_shape, "attention: mask")
     scale = None if scale is None else float(scale)
-    dot, combine = (*dot_in, dot_out), (*comb_in, comb_out)
-    if return_probs or dot_squeeze or comb_squeeze or not _fusable(dot, combine):
+    if return_probs or not fusable:
         scores = einsum(dot_equation, key, query, scale=scale)
         probs = softmax(scores, axis=axes, mask=mask, overwrite_x=True)  # the scores are never read again
         weights = dropout(probs, dropout_rate, training=True, seed=seed) if dropout_rate else probs

@@ -59,8 +59,8 @@ class TensorDot(Function):
 
     def forward(self, a, b, *bias, n):
         lead, tail = a.shape[:a.ndim - n], b.shape[n:]
-        self.mkn = (math.prod(lead), math.prod(a.shape[a.ndim - n:]), math.prod(tail))
-        m, k, n_out = self.mkn
+        self.shapes = a.shape, b.shape
+        self.mkn = m, k, n_out = math.prod(lead), math.prod(b.shape[:n]), math.prod(tail)
         out = (a.reshape(m, k) @ b.reshape(k, n_out)).reshape(lead + tail)  # reshapes of views
         if bias:
             (bias,) = bias
@@ -72,7 +72,7 @@ class TensorDot(Function):
 
     def backward(self, g):
         a, b = self.inputs[:2]
-        m, k, n_out = self.mkn
+        (m, k, n_out), (a_shape, b_shape) = self.mkn, self.shapes
         # The same two lines serve both passes: on plain arrays normally, and on Tensors under
         # create_graph, where the reshapes, transposes and products record themselves and so
         # can be differentiated again.
@@ -80,8 +80,8 @@ class TensorDot(Function):
             g2, av, bv, wrap = g.reshape(m, n_out), a, b, _same
         else:
             g2, av, bv, wrap = g.data.reshape(m, n_out), a.data, b.data, Tensor._wrap
-        ga = wrap((g2 @ bv.reshape(k, n_out).T).reshape(a.shape)) if a.requires_grad else None
-        gb = wrap((av.reshape(m, k).T @ g2).reshape(b.shape)) if b.requires_grad else None
+        ga = wrap((g2 @ bv.reshape(k, n_out).T).reshape(a_shape)) if a.requires_grad else None
+        gb = wrap((av.reshape(m, k).T @ g2).reshape(b_shape)) if b.requires_grad else None
         return (ga, gb, g) if len(self.inputs) > 2 else (ga, gb)
 
 
@@ -96,21 +96,21 @@ def tensordot(a, b, axes=2, bias=None):
 
     >>> tensordot(x, kernel, axes=1, bias=b)   # (B, T, F) x (F, U) -> (B, T, U): a dense layer
     """
-    if isinstance(axes, bool) or not isinstance(axes, numbers.Integral):
+    if type(axes) is not int and (isinstance(axes, bool) or not isinstance(axes, numbers.Integral)):
         raise TypeError(f"tensordot: axes must be an int (the number of axes to contract), got "
                         f"axes={axes!r}; for pairs of axis lists use einsum")
     a, b = pair(a, b, "tensordot")
-    n = int(axes)
-    if not 0 <= n <= min(a.ndim, b.ndim):
+    n, sa, sb = int(axes), a.shape, b.shape
+    if not 0 <= n <= min(len(sa), len(sb)):
         raise ValueError(f"tensordot: axes={n} must be between 0 and the smaller rank of the "
-                         f"operands, got shapes {a.shape} and {b.shape}")
-    if a.shape[a.ndim - n:] != b.shape[:n]:
-        raise ValueError(f"tensordot: the last {n} axes of a (shape {a.shape}) must equal the "
-                         f"first {n} axes of b (shape {b.shape})")
+                         f"operands, got shapes {sa} and {sb}")
+    if sa[len(sa) - n:] != sb[:n]:
+        raise ValueError(f"tensordot: the last {n} axes of a (shape {sa}) must equal the "
+                         f"first {n} axes of b (shape {sb})")
     extra = ()
     if bias is not None:
         bias = as_tensor(bias, a)
         same_device(a, bias, op="tensordot")
-        check_broadcast(bias.shape, a.shape[:a.ndim - n] + b.shape[n:], "tensordot: bias")
+        check_broadcast(bias.shape, sa[:len(sa) - n] + sb[n:], "tensordot: bias")
         extra = (bias,)
     return TensorDot.apply(a, b, *extra, n=n)
