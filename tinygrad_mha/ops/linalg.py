@@ -52,14 +52,15 @@ class TensorDot(Function):
 
     Every projection of a dense or attention layer has this form, and for it this node is
     cheaper than the general ``Einsum``: no contraction plan, and a backward of two matrix
-    products written out, d a = g @ b^T and d b = a^T @ g (each reshaped back). The bias, if
-    given, gets ``g`` itself; the engine sums it down to the bias' shape.
+    products written out, d a = g @ b^T and d b = a^T @ g (each reshaped back). A bias on
+    each output feature (shaped like b's last axes) gets the column sums of g; any other
+    bias gets g itself, which the engine sums down to the bias' shape.
     """
     uses_inputs, uses_output = "others", False
 
     def forward(self, a, b, *bias, n):
         lead, tail = a.shape[:a.ndim - n], b.shape[n:]
-        self.shapes = a.shape, b.shape
+        self.shapes = a.shape, b.shape, tail if bias and bias[0].shape == tail else None
         self.mkn = m, k, n_out = math.prod(lead), math.prod(b.shape[:n]), math.prod(tail)
         out = (a.reshape(m, k) @ b.reshape(k, n_out)).reshape(lead + tail)  # reshapes of views
         if bias:
@@ -72,17 +73,21 @@ class TensorDot(Function):
 
     def backward(self, g):
         a, b = self.inputs[:2]
-        (m, k, n_out), (a_shape, b_shape) = self.mkn, self.shapes
-        # The same two lines serve both passes: on plain arrays normally, and on Tensors under
-        # create_graph, where the reshapes, transposes and products record themselves and so
-        # can be differentiated again.
+        (m, k, n_out), (a_shape, b_shape, feature_bias) = self.mkn, self.shapes
+        # The same lines serve both passes: on plain arrays normally, and on Tensors under
+        # create_graph, where the reshapes, transposes, products and sums record themselves
+        # and so can be differentiated again.
         if is_grad_enabled():
             g2, av, bv, wrap = g.reshape(m, n_out), a, b, _same
         else:
             g2, av, bv, wrap = g.data.reshape(m, n_out), a.data, b.data, Tensor._wrap
         ga = wrap((g2 @ bv.reshape(k, n_out).T).reshape(a_shape)) if a.requires_grad else None
         gb = wrap((av.reshape(m, k).T @ g2).reshape(b_shape)) if b.requires_grad else None
-        return (ga, gb, g) if len(self.inputs) > 2 else (ga, gb)
+        if len(self.inputs) == 2:
+            return ga, gb
+        if feature_bias is None or not self.inputs[2].requires_grad:
+            return ga, gb, g
+        return ga, gb, wrap(g2.sum(axis=0).reshape(feature_bias))
 
 
 def _same(t):
