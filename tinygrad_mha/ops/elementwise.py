@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module, to_device
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, is_grad_enabled
 from .common import as_tensor, pair
 
 
@@ -44,6 +44,9 @@ class Mul(Function):
 
     def backward(self, g):
         a, b = self.inputs
+        if not is_grad_enabled():  # the same products on arrays: a loss's sum(out * R) ends here
+            return (Tensor._wrap(g.data * b.data) if a.requires_grad else None,
+                    Tensor._wrap(g.data * a.data) if b.requires_grad else None)
         return (g * b if a.requires_grad else None), (g * a if b.requires_grad else None)
 
 
