@@ -429,17 +429,19 @@ Machine: {machine()}.
 Targets (issue 6: time <= 1.15x NumPy at medium and large, <= 1.5x at small; memory <= 1.3x):
 {verdict(rows)}
 
-How to read it: the step records 7 ops forward (three projections, one attention node for
-scores, softmax and context, the output projection, the loss' product and sum); without
-create_graph nothing records a backward, so the einsum gradients, the attention gradients and
-the bias sums run straight on arrays. From the medium size on, the matmuls and the softmax
-dominate and run at NumPy's speed; what remains is the float32 passes the layer structure adds
-(the loss' product and its gradient, summing x's three gradient contributions, the scale
-applied to a copy of the key). At the small size the step is Python: about 0.25 ms of
-dispatch and bookkeeping (a (1, 2, 4, 1) step takes ~0.29 ms against NumPy's ~0.05 ms), plus
-three separate projection matmuls (as Keras keeps the weights) where the fused NumPy version
-makes one. (Stacking the three kernels each step to make one matmul was tried: the stack, its
-gradient and the strided query/key/value views cost what the single matmul saved.)
+How to read it: the step records 7 ops forward (three projections, each one `TensorDot` node
+that is one matrix product plus its bias; one attention node for scores, softmax and context;
+the output projection; the loss' product and sum). Without create_graph nothing records a
+backward, so the projection gradients, the attention gradients and the bias sums run straight
+on arrays, and the engine orders the 7 nodes by their sequence numbers. From the medium size
+on, the matmuls and the softmax dominate and run at NumPy's speed; what remains is the float32
+passes the layer structure adds (the loss' product and its gradient, summing x's three gradient
+contributions, the scale applied to a copy of the query). At the small size the step is
+Python: about 0.15 ms of dispatch and bookkeeping (a (1, 2, 4, 1) step takes ~0.2 ms against
+NumPy's ~0.05 ms), plus three separate projection matmuls (as Keras keeps the weights) where
+the fused NumPy version makes one. (Stacking the three kernels each step to make one matmul
+was tried: the stack, its gradient and the strided query/key/value views cost what the single
+matmul saved.)
 
 GPU figures pending: no GPU was available for this run. The test suite runs every
 device-parametrised test on "cuda" through `tests/fake_cupy.py`, a NumPy-made stand-in that

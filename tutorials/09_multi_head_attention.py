@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import tinygrad_mha as tm
+from tinygrad_mha.layers.einsum_dense import tensordot_axes
 from tinygrad_mha.plotting import attention_heatmaps
 
 SMALL = os.environ.get("TINYGRAD_MHA_SMALL", "0") not in ("", "0")
@@ -78,12 +79,18 @@ for w in layer.weights:
 
 # %%
 for sub in (layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense):
-    print(f"  {sub.name:18s} {sub.equation:18s} bias axes {sub.bias_axes!r}")
+    print(f"  {sub.name:18s} {sub.equation:18s} bias axes {sub.bias_axes!r}  "
+          f"tensordot over {tensordot_axes(sub.equation)} axes")
 
 # %% [markdown]
 # `abc,cde->abde` maps `(B, T, F)` to `(B, T, H, D)`; the output projection
 # `abcd,cde->abe` sums over heads `c` and value features `d` at once: that sum *is* the
 # "concatenate the heads and multiply by $W^O$" of the paper.
+#
+# All four equations have one shape: the input's last letters are the kernel's first, and
+# the output keeps the rest of each in order. That is `tm.tensordot(x, kernel, n)` with n = 1
+# or 2, a single `(B*T, F) @ (F, H*D)` matrix product on reshaped views, and `EinsumDense`
+# runs such equations that way (`tensordot_axes` decides; any other equation goes to einsum).
 #
 # ## 2. The layer, re-done in NumPy from its weights
 #
@@ -331,6 +338,14 @@ assert np.all(scores_q.numpy()[0, :, 1] == 0.0)
 np.testing.assert_allclose(out_q.numpy()[0, 1], output_bias, atol=1e-12)
 assert np.all(q_t.grad[0, 1] == 0.0) and np.isfinite(q_t.grad).all()
 assert np.abs(q_t.grad[0, 0]).max() > 0
+# every projection is a tensordot: one matrix product, the same numbers as the einsum
+for sub in (layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense):
+    n = tensordot_axes(sub.equation)
+    assert n in (1, 2)
+    k_sub = np.random.default_rng(5).standard_normal(sub.kernel.shape[:n] + (2,))
+    x_sub = np.random.default_rng(6).standard_normal((3,) + sub.kernel.shape[:n])
+    np.testing.assert_allclose(tm.tensordot(tm.Tensor(x_sub), tm.Tensor(k_sub), n).numpy(),
+                               np.tensordot(x_sub, k_sub, n), rtol=1e-12)
 # gradients of the input and every weight match finite differences
 assert grads_ok
 # Keras parity (when it ran)
