@@ -140,11 +140,8 @@ class MultiHeadAttention(Layer):
         return tuple(axes)
 
     def _check_shapes(self, q_shape, v_shape, k_shape) -> tuple[int, ...]:
-        """Validate the three input shapes together; return the attention axes."""
-        key = (tuple(q_shape), tuple(v_shape), tuple(k_shape), self.attention_axes)
-        known = self.__dict__.setdefault("_checked_shapes", {})  # a model repeats a few shapes
-        if key in known:
-            return known[key]
+        """Validate the three input shapes together; return the attention axes. (``call``
+        remembers the shapes that passed, in ``_fitting``.)"""
         for name, shape in (("query", q_shape), ("value", v_shape), ("key", k_shape)):
             if len(shape) < 3:
                 raise ValueError(f"MultiHeadAttention: {name} must have rank >= 3 "
@@ -160,9 +157,6 @@ class MultiHeadAttention(Layer):
             if a not in axes and q_shape[a] != v_shape[a]:
                 raise ValueError(f"MultiHeadAttention: query and value must agree on axis {a} (a batch "
                                  f"axis, not an attention axis), got shapes {tuple(q_shape)} and {tuple(v_shape)}")
-        if len(known) > 256:
-            known.clear()
-        known[key] = axes
         return axes
 
     # ------------------------------------------------------------ build

@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 
+from ..backend import array_module
 from ..tensor import Tensor
 
 
@@ -89,3 +90,15 @@ def _broadcasts_to(shape: tuple, target: tuple) -> bool:
         return np.broadcast_shapes(shape, target) == target
     except ValueError:
         return False
+
+
+def in_place(out, operands, op, value):
+    """``op(out, value)``, written into ``out`` when it is a new array whose dtype the result
+    keeps: one pass over memory and no new array, as ``y = x @ w; y += b``. (A product of two
+    or more ``operands`` is always a new array; one operand may give a view of itself, such as
+    a transpose or a diagonal.) Einsum's scale and bias and TensorDot's bias use it."""
+    xp = array_module(out)
+    if ((getattr(value, "dtype", None) == out.dtype or xp.result_type(out, value) == out.dtype)
+            and (len(operands) > 1 or not xp.may_share_memory(out, operands[0]))):
+        return op(out, value, out=out)
+    return op(out, value)

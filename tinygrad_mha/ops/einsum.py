@@ -27,7 +27,7 @@ import numpy as np
 
 from ..backend import array_module
 from ..tensor import Function, Tensor, is_grad_enabled
-from .common import as_tensor, check_broadcast, same_device
+from .common import as_tensor, check_broadcast, in_place, same_device
 
 LETTERS = string.ascii_letters
 
@@ -332,17 +332,6 @@ def contract(inputs: tuple, output: str, arrays: list):
     return out.transpose([term.index(c) for c in output]) if term != output else out
 
 
-def _in_place(out, operands, op, value):
-    """``op(out, value)``, written into ``out`` when it is a new array whose dtype the result
-    keeps: one pass over memory and no new array. (Contracting two or more operands always
-    makes a new array; one operand may give a view of it, such as a transpose or a diagonal.)"""
-    xp = array_module(out)
-    if ((getattr(value, "dtype", None) == out.dtype or xp.result_type(out, value) == out.dtype)
-            and (len(operands) > 1 or not xp.may_share_memory(out, operands[0]))):
-        return op(out, value, out=out)
-    return op(out, value)
-
-
 @functools.lru_cache(maxsize=1024)
 def _scaled_operand(inputs: tuple, output: str, shapes: tuple):
     """Where ``scale`` costs least (see ``Einsum.forward``): an operand's index, or None for the result."""
@@ -380,9 +369,9 @@ def _evaluate(arrays, inputs: tuple, output: str, scale=None, bias=False):
     out = contract(inputs, output, operands)
     xp = array_module(out)
     if scale_result:
-        out = _in_place(out, operands, xp.multiply, scale)
+        out = in_place(out, operands, xp.multiply, scale)
     if bias:  # added in place: no second array of the output's size (as ``y = x @ w; y += b``)
-        out = _in_place(out, operands, xp.add, arrays[-1])
+        out = in_place(out, operands, xp.add, arrays[-1])
     return out
 
 

@@ -8,7 +8,7 @@ import numbers
 
 from ..backend import array_module
 from ..tensor import Function, Tensor, is_grad_enabled
-from .common import as_tensor, check_broadcast, pair, same_device
+from .common import as_tensor, check_broadcast, in_place, pair, same_device
 
 
 class MatMul(Function):
@@ -63,13 +63,7 @@ class TensorDot(Function):
         self.shapes = a.shape, b.shape, tail if bias and bias[0].shape == tail else None
         self.mkn = m, k, n_out = math.prod(lead), math.prod(b.shape[:n]), math.prod(tail)
         out = (a.reshape(m, k) @ b.reshape(k, n_out)).reshape(lead + tail)  # reshapes of views
-        if bias:
-            (bias,) = bias
-            xp = array_module(out)
-            # in place, as ``y = x @ w; y += b``, when the result keeps its dtype
-            keeps = bias.dtype == out.dtype or xp.result_type(out, bias) == out.dtype
-            out = xp.add(out, bias, out=out) if keeps else out + bias
-        return out
+        return in_place(out, (a, b), array_module(out).add, bias[0]) if bias else out
 
     def backward(self, g):
         a, b = self.inputs[:2]
