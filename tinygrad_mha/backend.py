@@ -117,6 +117,57 @@ def generator(device: str = "cpu"):
     return _generators[device]
 
 
+# ---------------------------------------------------------------- counter-based random bits
+# Dropout draws its uniforms as a pure function of (key, position): SplitMix64's output for
+# counter ``position`` of stream ``key``. The same key gives the same numbers on every device
+# (plain uint64 arithmetic, identical in NumPy and CuPy) and for any order or blocking of the
+# positions, so a blocked attention kernel can draw exactly the dense path's mask block by
+# block, and forward and backward can redraw it instead of storing it.
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (odd, 2**64 / golden ratio)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _mix64(z):
+    """SplitMix64's finaliser: every output bit depends on every input bit (in place)."""
+    z ^= z >> np.uint64(30)
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def random_key(seed) -> int:
+    """A 64-bit stream key: fixed for an int ``seed``; the next draw of a host generator
+    (a layer's own stream) or, for None, of the shared host generator (``set_seed``)."""
+    if seed is None:
+        seed = generator("cpu")
+    if hasattr(seed, "integers"):
+        return int(seed.integers(0, 2**63, dtype=np.int64))
+    return int(_mix64(np.array([seed], dtype=np.uint64))[0])
+
+
+def uniform_at(key: int, position):
+    """Uniform float32 numbers in [0, 1), one per entry of the integer array ``position``.
+
+    A pure function of (key, position), on whichever device ``position`` lives.
+    """
+    xp = array_module(position)
+    z = position.astype(xp.uint64)
+    z += np.uint64(1)
+    z *= _GAMMA
+    z += np.uint64(key)
+    bits = _mix64(z) >> np.uint64(40)  # the top 24 bits: exactly representable in float32
+    return bits.astype(xp.float32) * xp.float32(2.0 ** -24)
+
+
+def uniform(key: int, shape: tuple, device: str = "cpu"):
+    """``uniform_at`` for the positions 0, 1, ... of a C-ordered array of ``shape``."""
+    xp = xp_for(device)
+    size = int(np.prod(shape, dtype=np.int64))
+    return uniform_at(key, xp.arange(size, dtype=xp.uint64)).reshape(shape)
+
+
 def get_state() -> tuple:
     """An opaque snapshot of the random state, for tests that prove nothing drew from it."""
     return _seed, {d: g.bit_generator.state for d, g in _generators.items() if d == "cpu"}

@@ -357,11 +357,9 @@ class MultiHeadAttention(Layer):
         if self.seed is None:
             return None
         if self._dropout_rng is None:
-            self._dropout_rng = backend.make_generator(self.seed, self.device)
+            # a host stream: each call draws one key from it, so masks match across devices
+            self._dropout_rng = backend.make_generator(self.seed)
         return self._dropout_rng
-
-    def _on_device_change(self) -> None:
-        self._dropout_rng = None
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
         self._check_shapes(query_shape, value_shape, value_shape if key_shape is None else key_shape)

@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from ..backend import array_module, generator, make_generator
+from ..backend import array_module, random_key, uniform
 from ..tensor import Function, Tensor
 from .common import as_tensor, check_broadcast, normalize_axes
 
@@ -158,9 +158,9 @@ def log_softmax(x, axis=-1) -> Tensor:
 def dropout(x, rate, training=True, seed=None) -> Tensor:
     """Inverted dropout: zero each entry with probability ``rate``, scale the rest by 1/(1-rate).
 
-    ``seed`` is an int (the same int gives the same mask), a generator from
-    ``backend.make_generator`` (a layer's own stream), or None (the device's shared generator,
-    seeded by ``tm.set_seed``). The gradient is the same mask times the upstream gradient.
+    ``seed`` is an int (the same int gives the same mask), a host generator from
+    ``backend.make_generator`` (a layer's own stream), or None (the shared host generator,
+    seeded by ``tm.set_seed``). Masks are the same on cpu and cuda. The gradient is the same mask times the upstream gradient.
     """
     x = as_tensor(x)
     check_dropout_args(rate, seed, "dropout")
@@ -188,15 +188,9 @@ def check_dropout_args(rate, seed, op: str) -> None:
 def dropout_scale(shape, dtype, rate: float, seed, device):
     """The multiplier dropout applies: 0 where dropped, 1/(1 - rate) where kept.
 
-    ``seed`` as in ``dropout`` (already checked). One draw of ``shape`` uniforms per call, so
-    whoever applies the multiplier (``dropout``, or ``attention`` inside its fused node)
-    gets the same mask from the same generator state.
+    ``seed`` as in ``dropout`` (already checked). The mask is a pure function of the stream
+    key and each entry's position (``backend.uniform``), so it is the same on every device
+    and whoever applies it (``dropout``, fused or blocked attention) can redraw it exactly.
     """
-    if seed is None:
-        rng = generator(device)
-    elif isinstance(seed, numbers.Integral):
-        rng = make_generator(int(seed), device)
-    else:
-        rng = seed
-    keep = rng.random(shape, dtype="float32") >= rate
+    keep = uniform(random_key(seed), tuple(shape), device) >= rate
     return keep.astype(dtype) * (1.0 / (1.0 - rate))
