@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench plots clean notebooks
+.PHONY: test test-gpu demo bench plots clean notebooks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 test: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest
+
+# the whole suite with real CuPy on the GPU: the gpu extra (cupy-cuda12x) on top of dev, and
+# TM_FAKE_CUDA=0 so no "cuda" case falls back to the NumPy stand-in; stops first without a GPU
+GPU_STAMP := $(VENV)/.installed-gpu
+$(GPU_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev,gpu]"
+	touch $(GPU_STAMP)
+
+test-gpu:
+	@nvidia-smi -L >/dev/null 2>&1 || { echo "make test-gpu: no NVIDIA GPU here (nvidia-smi is missing or fails); run make test instead" >&2; exit 2; }
+	@$(MAKE) --no-print-directory $(GPU_STAMP)
+	@$(BIN)/python -c "import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0" || { echo "make test-gpu: CuPy sees no GPU (see the error above; CUDA 13 needs cupy-cuda13x)" >&2; exit 2; }
+	TM_FAKE_CUDA=0 KERAS_BACKEND=jax $(BIN)/python -m pytest
 
 demo: $(STAMP)
 	$(BIN)/python -m tinygrad_mha demo
