@@ -66,8 +66,14 @@ def is_cupy_array(array) -> bool:
 
 
 def array_module(array):
-    """numpy or cupy, whichever module ``array`` belongs to."""
-    return _cupy if _cupy is not None and is_cupy_array(array) else np
+    """numpy or cupy, whichever module ``array`` belongs to.
+
+    A CuPy array means CuPy is imported already, so asking for it costs nothing: the answer
+    never depends on whether something called ``xp_for("cuda")`` first.
+    """
+    if not is_cupy_array(array):
+        return np
+    return _cupy if _cupy is not None else _import_cupy()
 
 
 def device_of(array) -> str:
@@ -174,12 +180,43 @@ def get_state() -> tuple:
 
 
 def scatter_add(out, index, values) -> None:
-    """``out[index] += values`` in place, adding repeated indices up (NumPy's ``add.at``)."""
+    """``out[index] += values`` in place, adding repeated indices up (``ufunc.at``).
+
+    ``xp.add.at`` on both devices: CuPy 13+ has it, and its older ``cupyx.scatter_add`` warns
+    DeprecationWarning on every call (CuPy 13.6, 14.2).
+    """
     parts = index if isinstance(index, tuple) else (index,)
     if not any(getattr(p, "ndim", 0) > 0 and p.dtype.kind in "iu" for p in parts):
         out[index] += values  # basic or boolean index: no place is hit twice, no slow add.at
-    elif is_cupy_array(out):
-        import cupyx  # only reached when cupy is already in use
-        cupyx.scatter_add(out, index, values)
     else:
-        np.add.at(out, index, values)
+        array_module(out).add.at(out, index, values)
+
+
+def check_index(index, shape) -> None:
+    """Raise IndexError, as NumPy does, for an integer index out of range for ``shape``.
+
+    CuPy wraps out-of-range integer-array indices silently (x[[5]] of a length-3 array is
+    x[2]: "Out-of-bounds indices" in CuPy's "Differences between CuPy and NumPy"), so getitem
+    checks before it indexes, on every device, with NumPy's message. One reduction per
+    integer array (a device sync on CuPy); slices, bools and None need no check.
+    """
+    parts = index if isinstance(index, tuple) else (index,)
+    kinds = [getattr(getattr(p, "dtype", None), "kind", None) for p in parts]
+    width = [p.ndim if k == "b" and getattr(p, "ndim", 0) > 0 else 0 if p is None or p is Ellipsis else 1
+             for p, k in zip(parts, kinds)]  # how many axes of ``shape`` each part indexes
+    axis = 0
+    for p, kind, w in zip(parts, kinds, width):
+        if p is Ellipsis:
+            axis += max(len(shape) - sum(width), 0)
+            continue
+        integer = kind in ("i", "u") or (isinstance(p, (int, np.integer)) and not isinstance(p, bool))
+        if integer and axis < len(shape) and getattr(p, "size", 1) > 0:
+            size = shape[axis]
+            if getattr(p, "ndim", 0) == 0:
+                low = high = int(p)
+            else:
+                low, high = int(p.min()), int(p.max())
+            for bad in (low, high):
+                if not -size <= bad < size:
+                    raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {size}")
+        axis += w

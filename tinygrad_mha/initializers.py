@@ -186,6 +186,8 @@ class Constant(Initializer):
     _float_only = False
 
     def __init__(self, value=0.0):
+        if backend.is_cupy_array(value):  # a CuPy 0-d value: to the host first (no implicit copy)
+            value = backend.to_numpy(value)
         if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
             value = value.item()
         if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -235,7 +235,8 @@ class Layer:
     def set_weights(self, arrays) -> None:
         """Replace every weight's values; checks all shapes first, so a bad list changes nothing."""
         weights = self.weights
-        if isinstance(arrays, (Tensor, np.ndarray, str, bytes)) or not hasattr(arrays, "__iter__"):
+        if (isinstance(arrays, (Tensor, np.ndarray, str, bytes)) or backend.is_cupy_array(arrays)
+                or not hasattr(arrays, "__iter__")):
             raise TypeError(f"set_weights: arrays must be a list of {len(weights)} arrays, "
                             f"got {type(arrays).__name__}")
         arrays = list(arrays)

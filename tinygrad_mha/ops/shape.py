@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ..backend import array_module, is_cupy_array, scatter_add, to_device
+from ..backend import array_module, check_index, is_cupy_array, scatter_add, to_device
 from ..tensor import Function, Tensor, is_grad_enabled
 from .common import as_tensor, normalize_axes, same_device
 
@@ -214,6 +214,7 @@ def getitem(a, index):
     parts = index if isinstance(index, tuple) else (index,)
     parts = tuple(_index_part(p, a.xp) for p in parts)
     index = parts if isinstance(index, tuple) else parts[0]
+    check_index(index, a.shape)  # CuPy would wrap an out-of-range index silently
     return GetItem.apply(a, index=index)
 
 
