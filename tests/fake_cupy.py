@@ -71,7 +71,7 @@ log10 log1p log2 logaddexp logaddexp2 logical_and logical_not logical_or logical
 matmul max maximum may_share_memory mean median meshgrid min minimum mod modf moveaxis multiply
 nan nan_to_num nanargmax nanargmin nanmax nanmean nanmin nanprod nanstd nansum nanvar ndim
 negative newaxis nextafter nonzero not_equal number ones ones_like outer pad partition percentile
-permute_dims pi positive pow power prod promote_types ptp put put_along_axis putmask quantile
+permute_dims pi positive pow power prod promote_types ptp put put_along_axis putmask quantile random
 rad2deg radians ravel ravel_multi_index real reciprocal remainder repeat reshape result_type
 right_shift rint roll rollaxis rot90 round searchsorted select shape shares_memory sign signbit
 signedinteger sin sinc single sinh size sort split sqrt square squeeze stack std subtract sum
@@ -161,6 +161,8 @@ class ndarray:
         return _to_device(self._a[_plain_index(index, self._a.shape)])
 
     def __setitem__(self, index, value):
+        # A host array as the value is refused here; CuPy may copy it over, but an op that does
+        # so hides a host-to-device copy, so the stand-in asks for an explicit xp.asarray.
         self._a[_plain_index(index, self._a.shape)] = _plain_operand("setitem", value)
 
     # -- Python protocol
@@ -300,8 +302,17 @@ def _plain_index(index, shape):
     return tuple(out) if isinstance(index, tuple) else out[0]
 
 
+def _ufunc_operand(what, value):
+    """A ufunc takes device arrays and Python or NumPy scalars only: CuPy's _preprocess_args
+    (cupy/_core/_kernel.pyx) raises "Unsupported type" for anything else, lists included."""
+    if isinstance(value, (list, tuple)):
+        raise TypeError(f"Unsupported type {type(value)} (fake cupy: {what} got a {type(value).__name__}; "
+                        "CuPy ufuncs take arrays and scalars only)")
+    return _plain_operand(what, value)
+
+
 def _apply_ufunc(np_ufunc, method, inputs, kwargs):
-    plain = tuple(_plain_operand(np_ufunc.__name__, x) for x in inputs)
+    plain = tuple(_ufunc_operand(np_ufunc.__name__, x) for x in inputs)
     out = kwargs.get("out")
     if out is not None:
         out = out if isinstance(out, tuple) else (out,)

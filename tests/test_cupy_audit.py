@@ -146,7 +146,9 @@ def test_set_weights_refuses_a_bare_cupy_array(device):
 def _xp_names_the_package_calls() -> set[str]:
     names = set()
     for path in (ROOT / "tinygrad_mha").rglob("*.py"):
-        names |= set(re.findall(r"\bxp\.([A-Za-z_]\w*)", path.read_text()))
+        text = path.read_text()
+        names |= set(re.findall(r"\bxp\.([A-Za-z_]\w*)", text))  # xp.exp, a.xp.zeros_like
+        names |= set(re.findall(r"\b(?:array_module|xp_for)\([^()]*\)\.([A-Za-z_]\w*)", text))
     return names
 
 

@@ -21,6 +21,8 @@ def test_fake_device_refuses_host_arrays(monkeypatch):
         fake.matmul(np.ones((2, 3)), fake.ones((3, 2)))  # a module function given a host array
     with pytest.raises(TypeError, match="Unsupported type"):
         fake.concatenate([fake.ones(2), np.ones(2)])
+    with pytest.raises(TypeError, match="Unsupported type"):
+        device_array + [1.0, 2.0, 3.0]  # CuPy ufuncs take no lists either
     moved = fake.asarray(np.ones(2))
     assert isinstance(moved, DeviceArray)  # moving data on purpose is fine
     assert float(device_array.sum()) == 3.0 and device_array * np.float32(2) is not None  # scalars are fine

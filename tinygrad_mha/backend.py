@@ -97,6 +97,10 @@ def to_numpy(array) -> np.ndarray:
 # ---------------------------------------------------------------- random numbers
 # One generator per device. ``set_seed`` replaces them all, so that initialisers and dropout
 # become reproducible; without it they start from fresh OS entropy like NumPy's default_rng().
+# Seeded draws never depend on the device: initializers draw on the host ("cpu" generator)
+# and move the values, dropout uses the counter-based bits below. CuPy's own generator
+# (cuRAND XORWOW, whose numbers differ from NumPy's PCG64 and, for large arrays, between GPU
+# models) is only for draws that need not match another device.
 _seed = None
 _generators: dict = {}
 
@@ -202,8 +206,8 @@ def check_index(index, shape) -> None:
     """
     parts = index if isinstance(index, tuple) else (index,)
     kinds = [getattr(getattr(p, "dtype", None), "kind", None) for p in parts]
-    width = [p.ndim if k == "b" and getattr(p, "ndim", 0) > 0 else 0 if p is None or p is Ellipsis else 1
-             for p, k in zip(parts, kinds)]  # how many axes of ``shape`` each part indexes
+    width = [getattr(p, "ndim", 0) if k == "b" or isinstance(p, bool) else 0 if p is None or p is Ellipsis
+             else 1 for p, k in zip(parts, kinds)]  # how many axes of ``shape`` each part indexes
     axis = 0
     for p, kind, w in zip(parts, kinds, width):
         if p is Ellipsis:

@@ -77,9 +77,10 @@ print(inspect.getsource(backend.xp_for))
 print(inspect.getsource(tm.ops.nn.softmax_array))
 
 # %% [markdown]
-# CuPy is imported *lazily*, the first time someone asks for `"cuda"`, so a CPU-only machine
-# never imports it. When it is missing, asking for `"cuda"` fails with an error that says
-# what to install, before anything is half-done:
+# CuPy is imported *lazily*, the first time someone asks for `"cuda"` (or hands over a CuPy
+# array, whose own module then answers), so a CPU-only machine never imports it. When it is
+# missing, asking for `"cuda"` fails with an error that says what to install, before anything
+# is half-done:
 
 # %%
 print(inspect.getsource(backend._import_cupy))
