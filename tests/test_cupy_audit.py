@@ -169,4 +169,7 @@ def test_the_stand_in_offers_only_what_real_cupy_has():
     assert sorted(n for n in fake_cupy.CUPY_NAMES if not hasattr(cupy, n)) == []
     assert sorted(n for n in fake_cupy._NDARRAY_METHODS if not hasattr(cupy.ndarray, n)) == []
     assert sorted(n for n in fake_cupy._Generator._METHODS if not hasattr(cupy.random.Generator, n)) == []
+    own = set(dir(fake_cupy.ndarray)) - {"__getattr__", "__slots__", "_a", "_of"}
+    assert sorted(n for n in own if not hasattr(cupy.ndarray, n)) == []  # no extra method or dunder
+    assert sorted(n for n in dir(fake_cupy.ufunc) if not n.startswith("_") and not hasattr(cupy.add, n)) == []
     assert not hasattr(cupy.ndarray, "__index__") and not hasattr(cupy.random.Generator, "normal")
