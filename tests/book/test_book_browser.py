@@ -121,7 +121,7 @@ def test_every_page_loads_without_errors_or_tracebacks(visits):
             problems.append(f"{name}: JavaScript errors {info['errors'][:3]}")
         if TRACEBACK.search(info["text"]):
             problems.append(f"{name}: shows a traceback")
-    assert not visits["failed"], f"requests that failed: {visits['failed'][:10]}"
+    problems += [f"request failed: {line}" for line in visits["failed"]]
     assert not problems, "\n".join(problems)
 
 
@@ -173,7 +173,8 @@ def test_every_internal_link_resolves(visits):
                     ids[file] = _ids(file)
                 if urllib.parse.unquote(fragment) not in ids[file]:
                     bad.append(f"{name} -> {href} (no such anchor)")
-    assert not bad, f"{len(bad)} broken links:\n" + "\n".join(sorted(set(bad))[:20])
+    bad = sorted(set(bad))
+    assert not bad, f"{len(bad)} broken links:\n" + "\n".join(bad[:20])
 
 
 def test_every_tutorial_page_links_to_its_notebook_and_it_is_valid(visits):
