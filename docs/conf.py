@@ -175,7 +175,7 @@ def write_tutorial_pages(targets: dict) -> None:
         links = ", ".join(f"{{py:{role}}}`~{target}`" for role, target in
                           (targets[n] for n in _api_used(source, targets)))
         cell = ["# %% [markdown]",
-                f'# <p class="tm-download">📓 <a href="../notebooks/{path.stem}.ipynb" download>'
+                f'# <p class="tm-download"><a href="../notebooks/{path.stem}.ipynb" download>'
                 f"Download this tutorial as a notebook</a> ({path.stem}.ipynb), or run it with "
                 f"<code>.venv/bin/python tutorials/{path.name}</code>.</p>",
                 "#"]
