@@ -678,17 +678,18 @@ def dropout_masks(shape=(6, 16), rates=(0.1, 0.5, 0.8), seed=0, path=None):
     ``1 / (1 - rate)`` where kept, so every entry's mean stays 1."""
     import tinygrad_mha as tm
     ones = np.ones(shape)
-    fig = _figure(3.4 * len(rates), 0.5 + 0.28 * shape[0] + 0.8)
+    top = max(1.0 / (1.0 - float(rate)) for rate in rates)  # one colour scale for every panel
+    fig = _figure(3.4 * len(rates) + 0.8, 0.9 + 0.22 * shape[0], layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(rates)))
     for ax, rate in zip(axes, rates):
         kept = tm.dropout(Tensor(ones), float(rate), training=True, seed=seed).numpy()
-        ax.imshow(kept, cmap="viridis", vmin=0, vmax=max(kept.max(), 1.0))
+        image = ax.imshow(kept, cmap="viridis", vmin=0, vmax=top)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"rate {rate:g}: {np.mean(kept != 0):.0%} kept, each x{1 / (1 - rate):.3g}\n"
                      f"mean {kept.mean():.2f}", fontsize=8)
+    fig.colorbar(image, ax=list(axes), fraction=0.02, label="value")
     fig.suptitle("inverted dropout of a tensor of ones (dark = dropped)", fontsize=9)
-    fig.tight_layout()
     return _save(fig, path)
 
 
