@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-gpu demo bench plots clean notebooks
+.PHONY: test test-gpu demo bench plots clean notebooks book lab
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,13 +44,39 @@ bench: $(STAMP)
 plots: $(STAMP)
 	$(BIN)/python -m tinygrad_mha plots --out plots
 
-# tutorials/NN_*.py (jupytext percent cells) -> notebooks/NN_*.ipynb (gitignored)
-notebooks: $(STAMP)
-	mkdir -p notebooks
-	for f in tutorials/[0-9][0-9]_*.py; do \
-		$(BIN)/python -m jupytext --quiet --to ipynb --output notebooks/$$(basename $$f .py).ipynb $$f || exit 1; \
-	done
-	@echo "notebooks written to notebooks/ (open them with jupyter lab notebooks/)"
+# tutorials/NN_*.py (jupytext percent cells) -> notebooks/NN_*.ipynb (gitignored), with the
+# lab extra (JupyterLab, jupytext, ipykernel); a notebook newer than its tutorial (your edits) is kept
+LAB_STAMP := $(VENV)/.installed-lab
+NOTEBOOKS := $(patsubst tutorials/%.py,notebooks/%.ipynb,$(wildcard tutorials/[0-9][0-9]_*.py))
+
+$(LAB_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[lab]"
+	touch $(LAB_STAMP)
+
+notebooks: $(NOTEBOOKS)
+	@echo "notebooks in notebooks/ (make lab opens them in JupyterLab)"
+
+notebooks/%.ipynb: tutorials/%.py | $(LAB_STAMP)
+	@mkdir -p notebooks
+	$(BIN)/python -m jupytext --quiet --set-kernel python3 --to ipynb --output $@ $<
+
+# JupyterLab on the tutorials, in .venv, whose python3 kernel imports tinygrad_mha;
+# e.g. make lab LAB_ARGS="--no-browser --port 8899"
+lab: $(LAB_STAMP) notebooks
+	$(BIN)/python -m jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# the book: every tutorial executed (outputs and figures inline), the exercises, the API
+# reference -> build/book/index.html, a static site that works offline (docs extra)
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+book: $(DOCS_STAMP)
+	rm -rf build/book
+	$(BIN)/python -m sphinx -b html -j auto -q docs build/book
+	@echo "the book: build/book/index.html"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -164,3 +164,34 @@ def test_core_package_does_not_import_matplotlib_and_plots_never_use_pyplot(tmp_
             f"plotting.loss_curve([3, 2, 1], {str(tmp_path / 'l.png')!r})\n"
             "assert 'matplotlib.pyplot' not in sys.modules, 'plotting used pyplot'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ---------------------------------------------------------------- teaching diagrams and show()
+def test_teaching_diagrams_render(tmp_path):
+    check_png(plotting.broadcasting_diagram((3, 1), (4,), path=tmp_path / "b.png"))
+    check_png(plotting.einsum_diagram("ij,jk->ik", np.arange(6.0).reshape(2, 3),
+                                      np.arange(12.0).reshape(3, 4), path=tmp_path / "e.png"))
+    check_png(plotting.softmax_temperature([1.0, -0.5, 2.0], path=tmp_path / "s.png"))
+    check_png(plotting.dropout_masks((4, 8), rates=(0.2, 0.6), path=tmp_path / "d.png"))
+    with pytest.raises(ValueError):
+        plotting.broadcasting_diagram((3, 4), (3,))  # NumPy's rule refuses these shapes
+    with pytest.raises(ValueError, match="explicit output"):
+        plotting.einsum_diagram("ij,jk", np.ones((2, 2)), np.ones((2, 2)))
+
+
+def test_without_a_path_a_figure_comes_back_and_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fig = plotting.loss_curve([1.0, 0.5, 0.25])
+    assert type(fig).__name__ == "Figure" and fig.axes
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_show_in_a_script_writes_only_to_the_folder_the_learner_names(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(plotting.FIGURES_ENV, raising=False)
+    fig = plotting.dropout_masks((3, 5))
+    assert plotting.show(fig, "masks") is None
+    assert list(tmp_path.iterdir()) == [] and "not saved" in capsys.readouterr().out
+    monkeypatch.setenv(plotting.FIGURES_ENV, str(tmp_path / "figs"))
+    plotting.show(fig, "masks")
+    check_png(tmp_path / "figs" / "masks.png", min_bytes=2000)

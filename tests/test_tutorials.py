@@ -105,3 +105,50 @@ def test_make_notebooks_target_converts_with_jupytext(tmp_path):
     notebook = nbformat.read(out, as_version=4)
     nbformat.validate(notebook)
     assert sum(c.cell_type == "code" for c in notebook.cells) >= 5
+
+
+@pytest.fixture(scope="module")
+def kernel_runs(request, tmp_path_factory):
+    """Execute every selected tutorial in a real Jupyter kernel (nbclient), two at a time."""
+    nbclient = pytest.importorskip("nbclient", reason='nbclient comes with the docs extra')
+    pytest.importorskip("ipykernel", reason='ipykernel comes with the docs extra')
+    jupytext = pytest.importorskip("jupytext")
+    selected = [item.callspec.params["path"] for item in request.session.items
+                if getattr(item, "originalname", None) == "test_tutorial_runs_in_a_jupyter_kernel"]
+    env = dict(TINYGRAD_MHA_SMALL="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+
+    def execute(path):
+        cwd = tmp_path_factory.mktemp(path.stem + "_kernel")
+        notebook = jupytext.read(path)
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(cwd)}}).execute()
+        return notebook, cwd
+
+    pool = ThreadPoolExecutor(max_workers=2)
+    runs = {path: pool.submit(execute, path) for path in selected}
+    yield runs
+    pool.shutdown(wait=True)
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
+def test_tutorial_runs_in_a_jupyter_kernel(path, kernel_runs):
+    """As a learner's notebook: every cell runs, figures are image/png outputs, nothing is written."""
+    notebook, cwd = kernel_runs[path].result()
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    if "show(" in path.read_text(encoding="utf-8"):
+        assert images, f"{path.stem} draws a figure but the notebook has no image/png output"
+    assert not any(cwd.iterdir()), f"{path.stem} wrote files: {sorted(p.name for p in cwd.iterdir())}"
+
+
+def test_at_least_nine_tutorials_draw_a_figure():
+    assert sum("show(" in p.read_text(encoding="utf-8") for p in TUTORIALS) >= 9

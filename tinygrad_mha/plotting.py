@@ -5,13 +5,22 @@ matplotlib is imported only when a figure is drawn, so the core package never ne
 non-interactive Agg canvas and saved to a PNG: nothing touches pyplot's global state or opens
 a window, so this works the same in a terminal, a test, a notebook or on a server.
 
-Each function writes one file and returns its path:
+Each function draws one figure; given a ``path`` it writes a PNG there and returns the path,
+without one it returns the ``Figure`` (for ``show``):
 
     attention_heatmaps(scores, path)         one panel per head (1-D or 2-D attention axes)
     loss_curve(history, path)                training loss (and accuracy) per step
     gradcheck_error_vs_eps(path)             finite-difference error against eps: the V shape
     computational_graph(tensor, path)        the graph recorded for a small expression
     benchmark_bars(rows, path)               grouped bars of timings
+    broadcasting_diagram(a_shape, b_shape)   how two shapes stretch to one (tutorial 03)
+    einsum_diagram(subscripts, a, b)         which entries one output element sums over (04)
+    softmax_temperature(x, temperatures)     softmax(x / T) and its Jacobian (tutorial 05)
+    dropout_masks(shape, rates)              the masks inverted dropout draws (tutorial 06)
+
+``show(fig, name)`` is what the tutorials call: in a notebook (a Jupyter kernel) it displays
+the figure as a PNG cell output; run as a script it saves nothing unless the learner names a
+folder with ``TINYGRAD_MHA_FIGURES=DIR``, and then writes ``DIR/<name>.png``.
 """
 
 from __future__ import annotations
@@ -42,7 +51,10 @@ def _figure(width: float, height: float, layout=None):
     return fig
 
 
-def _save(fig, path) -> str:
+def _save(fig, path):
+    """Write ``fig`` to ``path`` (a PNG) and return the path; with no path, return the Figure."""
+    if path is None:
+        return fig
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -90,7 +102,7 @@ def _attention_panels(scores: np.ndarray, attention_dims, batch_index: int):
     return scores.reshape(heads, math.prod(t_shape), math.prod(s_shape)), heads, t_shape, s_shape
 
 
-def attention_heatmaps(scores, path, title="Attention scores", queries=None, keys=None,
+def attention_heatmaps(scores, path=None, title="Attention scores", queries=None, keys=None,
                        attention_dims=None, batch_index=0, max_heads=8, query_label=None,
                        key_label=None):
     """One heatmap per head: row = query position, column = key position, colour = weight.
@@ -159,7 +171,7 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
 
 
-def loss_curve(history, path, title="Training loss", log_scale=True):
+def loss_curve(history, path=None, title="Training loss", log_scale=True):
     """Loss per step (raw, faint; and a moving average), plus accuracy on a second axis if present.
 
     ``history``: what ``Model.fit`` returns, a dict with a "loss" list, or a list of losses.
@@ -239,7 +251,7 @@ def finite_difference_errors(fn=None, x=None, eps_values=None):
     return eps_values, np.array(central), np.array(forward), f0
 
 
-def gradcheck_error_vs_eps(path, fn=None, x=None, eps_values=None,
+def gradcheck_error_vs_eps(path=None, fn=None, x=None, eps_values=None,
                            title="Finite differences: truncation vs round-off"):
     """Max |analytic - numeric| gradient error against eps, log-log, for two difference formulas.
 
@@ -324,7 +336,7 @@ def _tensor_label(t: Tensor, index: int) -> str:
     return shape
 
 
-def computational_graph(tensor, path, title=None, max_nodes=80):
+def computational_graph(tensor, path=None, title=None, max_nodes=80):
     """Draw the graph ``tensor`` was computed by: boxes are Tensors, circles are Functions.
 
     Inputs are on the left, the result on the right; every arrow is an edge the backward pass
@@ -416,7 +428,7 @@ def _benchmark_rows(rows):
     return out
 
 
-def benchmark_bars(rows, path, title="Forward + backward time", unit="ms", log_scale=None):
+def benchmark_bars(rows, path=None, title="Forward + backward time", unit="ms", log_scale=None):
     """Grouped horizontal bars: one group per row, one bar per series (e.g. NumPy vs framework).
 
     ``rows``: ``[{"label": "scores (small)", "numpy": 0.21, "tinygrad_mha": 0.25}, ...]`` or
@@ -486,5 +498,201 @@ def read_results_table(path, numeric=("numpy ms", "framework ms"), label_columns
     return rows
 
 
+# ---------------------------------------------------------------- show: notebook or script
+FIGURES_ENV = "TINYGRAD_MHA_FIGURES"
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, nbclient, a docs build), False in a script."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show(fig, name="figure", folder=None) -> None:
+    """Show a figure where the learner is: a PNG cell output in a notebook; in a script, a line.
+
+    Run as a script nothing is written unless a folder is named, by ``folder`` or the
+    environment variable ``TINYGRAD_MHA_FIGURES``; then the figure goes to ``<folder>/<name>.png``.
+    Returns None, so a notebook shows the picture once.
+    """
+    notebook = in_notebook()
+    if notebook:
+        import io
+
+        from IPython.display import Image, display
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=DPI, format="png")
+        display(Image(data=buffer.getvalue(), format="png"))
+    folder = folder or os.environ.get(FIGURES_ENV)
+    if folder:
+        print(f"figure {name!r}: wrote {_save(fig, os.path.join(os.fspath(folder), name + '.png'))}")
+    elif not notebook:
+        print(f"figure {name!r} drawn, not saved (open this tutorial as a notebook to see it, "
+              f"or set {FIGURES_ENV}=DIR to write DIR/{name}.png)")
+
+
+# ---------------------------------------------------------------- teaching diagrams
+def _two_d(shape) -> tuple:
+    shape = tuple(int(n) for n in shape)
+    if len(shape) > 2:
+        raise ValueError(f"broadcasting_diagram draws shapes of at most 2 axes, got {shape}")
+    return (1,) * (2 - len(shape)) + shape
+
+
+def _cells(ax, shape, label, is_original, color, title):
+    rows, cols = shape
+    for r in range(rows):
+        for c in range(cols):
+            original = is_original(r, c)
+            ax.add_patch(_rectangle((c, rows - 1 - r), color if original else "white",
+                                    hatch=None if original else "//", edge=color))
+            ax.text(c + 0.5, rows - 0.5 - r, label(r, c), ha="center", va="center", fontsize=8,
+                    color="black" if original else "0.35")
+    ax.set_xlim(-0.1, max(cols, 1) + 0.1)
+    ax.set_ylim(-0.1, max(rows, 1) + 0.1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+
+
+def _rectangle(xy, face, hatch=None, edge="black"):
+    from matplotlib.patches import Rectangle
+    return Rectangle(xy, 1, 1, facecolor=face, edgecolor=edge, hatch=hatch, linewidth=1.2)
+
+
+def broadcasting_diagram(a_shape=(3, 1), b_shape=(1, 4), path=None):
+    """``a + b`` for two shapes of at most 2 axes: the operands, their copies, the result.
+
+    Solid cells are the operands' own entries; hatched cells are the copies ``broadcast_to``
+    makes. The gradient of each copy flows back to the entry it copies: ``sum_to`` adds them.
+    """
+    a2, b2 = _two_d(a_shape), _two_d(b_shape)
+    out = np.broadcast_shapes(a2, b2)  # raises NumPy's own error for incompatible shapes
+
+    def name(prefix, shape):
+        return lambda r, c: f"{prefix}{(r if shape[0] > 1 else 0) * shape[1] + (c if shape[1] > 1 else 0)}"
+
+    def kept(shape, full):
+        return lambda r, c: (shape[0] == full[0] or r == 0) and (shape[1] == full[1] or c == 0)
+
+    widths = [a2[1], b2[1], out[1], out[1], out[1] * 1.6]
+    fig = _figure(min(2.0 + 0.75 * sum(widths), 14.0), 1.4 + 0.55 * out[0])
+    axes = fig.subplots(1, 5, gridspec_kw={"width_ratios": widths})
+    blue, orange = "#c9defc", "#ffd9b3"
+    _cells(axes[0], a2, name("a", a2), lambda r, c: True, blue, f"a {tuple(a_shape)}")
+    _cells(axes[1], b2, name("b", b2), lambda r, c: True, orange, f"b {tuple(b_shape)}")
+    _cells(axes[2], out, name("a", a2), kept(a2, out), blue, f"a stretched to {out}")
+    _cells(axes[3], out, name("b", b2), kept(b2, out), orange, f"b stretched to {out}")
+    _cells(axes[4], out, lambda r, c: name("a", a2)(r, c) + "+" + name("b", b2)(r, c),
+           lambda r, c: True, "#e2f0d9", f"a + b {out}")
+    fig.suptitle("broadcast_to copies (hatched); in backward, sum_to adds each copy's gradient "
+                 "back to its entry", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def einsum_diagram(subscripts, a, b, out_index=None, path=None):
+    """For ``einsum(subscripts, a, b)`` with operands of at most 2 axes: the entries one
+    output element multiplies and sums (framed in red), next to that element."""
+    a, b = np.asarray(_host(a), dtype=np.float64), np.asarray(_host(b), dtype=np.float64)
+    if "->" not in subscripts:
+        raise ValueError(f"einsum_diagram needs an explicit output ('ij,jk->ik'), got {subscripts!r}")
+    inputs, output = subscripts.replace(" ", "").split("->")
+    letters = inputs.split(",")
+    if len(letters) != 2 or a.ndim > 2 or b.ndim > 2:
+        raise ValueError(f"einsum_diagram draws two operands of at most 2 axes, got {subscripts!r} "
+                         f"with shapes {a.shape} and {b.shape}")
+    out = np.einsum(subscripts, a, b)
+    out_index = tuple(out_index) if out_index is not None else tuple(n // 2 for n in out.shape)
+    fixed = dict(zip(output, out_index))
+    summed = sorted(set(inputs.replace(",", "")) - set(output))
+
+    def panel(ax, values, subs, title, highlight):
+        grid = values.reshape((1,) * (2 - values.ndim) + values.shape)
+        ax.imshow(grid, cmap="Greys", alpha=0.35, vmin=grid.min() - 1, vmax=grid.max() + 1)
+        for (r, c), v in np.ndenumerate(grid):
+            index = (r, c)[2 - values.ndim:]
+            ax.text(c, r, f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}", ha="center",
+                    va="center", fontsize=8)
+            if highlight(dict(zip(subs, index))):
+                ax.add_patch(_frame(c, r))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
+
+    fig = _figure(9.0, 3.2)
+    axes = fig.subplots(1, 3)
+    agrees = lambda idx: all(idx[k] == v for k, v in fixed.items() if k in idx)  # noqa: E731
+    panel(axes[0], a, letters[0], f"a[{','.join(letters[0])}] {a.shape}", agrees)
+    panel(axes[1], b, letters[1], f"b[{','.join(letters[1])}] {b.shape}", agrees)
+    panel(axes[2], out, output, f"out[{','.join(output)}] {out.shape}",
+          lambda idx: idx == fixed)
+    where = ", ".join(f"{k}={v}" for k, v in fixed.items()) or "the only element"
+    fig.suptitle(f"einsum('{subscripts}'): out at {where} = sum over "
+                 f"{', '.join(summed) or 'nothing'} of the framed products", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _frame(c, r):
+    from matplotlib.patches import Rectangle
+    return Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="tab:red", linewidth=2.2)
+
+
+def softmax_temperature(x, temperatures=(0.5, 1.0, 2.0, 4.0), path=None):
+    """Left: ``softmax(x / T)`` for a few temperatures. Right: the Jacobian
+    ``diag(y) - y y^T`` of ``y = softmax(x)`` (T = 1): every row sums to zero."""
+    import tinygrad_mha as tm  # the public functional API (imported late: no import upward)
+    x = np.asarray(_host(x), dtype=np.float64).ravel()
+    fig = _figure(9.5, 3.6)
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
+    k = np.arange(x.size)
+    width = 0.8 / len(temperatures)
+    for j, temperature in enumerate(temperatures):
+        y = tm.softmax(Tensor(x / float(temperature))).numpy()
+        left.bar(k + (j - (len(temperatures) - 1) / 2) * width, y, width=width * 0.95,
+                 label=f"T = {temperature:g}")
+    left.set_xticks(k)
+    left.set_xticklabels([f"x{i}={v:.1f}" for i, v in enumerate(x)], fontsize=7)
+    left.set_ylabel("softmax(x / T)")
+    left.set_title("low T: nearly one-hot; high T: nearly uniform", fontsize=9)
+    left.legend(fontsize=7)
+    y = tm.softmax(Tensor(x)).numpy()
+    jac = np.diag(y) - np.outer(y, y)
+    bound = float(np.abs(jac).max()) or 1.0
+    image = right.imshow(jac, cmap="RdBu_r", vmin=-bound, vmax=bound)
+    right.set_title("Jacobian diag(y) - y yᵀ at T = 1", fontsize=9)
+    right.set_xlabel("input j")
+    right.set_ylabel("output i")
+    fig.colorbar(image, ax=right, fraction=0.046)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def dropout_masks(shape=(6, 16), rates=(0.1, 0.5, 0.8), seed=0, path=None):
+    """What ``tm.dropout(ones, rate)`` returns for a few rates: zeros where dropped, and
+    ``1 / (1 - rate)`` where kept, so every entry's mean stays 1."""
+    import tinygrad_mha as tm
+    ones = np.ones(shape)
+    top = max(1.0 / (1.0 - float(rate)) for rate in rates)  # one colour scale for every panel
+    fig = _figure(3.4 * len(rates) + 0.8, 0.9 + 0.22 * shape[0], layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(rates)))
+    for ax, rate in zip(axes, rates):
+        kept = tm.dropout(Tensor(ones), float(rate), training=True, seed=seed).numpy()
+        image = ax.imshow(kept, cmap="viridis", vmin=0, vmax=top)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"rate {rate:g}: {np.mean(kept != 0):.0%} kept, each x{1 / (1 - rate):.3g}\n"
+                     f"mean {kept.mean():.2f}", fontsize=8)
+    fig.colorbar(image, ax=list(axes), fraction=0.02, label="value")
+    fig.suptitle("inverted dropout of a tensor of ones (dark = dropped)", fontsize=9)
+    return _save(fig, path)
+
+
 __all__ = ["attention_heatmaps", "loss_curve", "gradcheck_error_vs_eps", "computational_graph",
-           "benchmark_bars", "finite_difference_errors", "read_results_table"]
+           "benchmark_bars", "finite_difference_errors", "read_results_table", "show", "in_notebook",
+           "broadcasting_diagram", "einsum_diagram", "softmax_temperature", "dropout_masks"]

@@ -31,8 +31,6 @@
 # %%
 import inspect
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -40,7 +38,6 @@ import tinygrad_mha as tm
 from tinygrad_mha.tensor import Function, Tensor, _graph_nodes
 
 SMALL = os.environ.get("TINYGRAD_MHA_SMALL", "0") not in ("", "0")
-AS_SCRIPT = "__file__" in globals()  # notebooks have no __file__: figures only when run as a script
 print("small mode" if SMALL else "full size")
 
 # %% [markdown]
@@ -231,22 +228,19 @@ print(f"chain of {n} multiplications: dy/dx = {float(x0.grad):.8f}, expected c**
 # %% [markdown]
 # ## A picture of the graph
 #
-# When run as a script, and when the plotting extra is installed, the graph of a small
-# expression is drawn into a temporary folder (never a window).
+# `tinygrad_mha.plotting.computational_graph` draws the graph recorded for a small
+# expression, `(a * a + exp(a)).sum()`: boxes are Tensors, circles are `Function` nodes, and
+# `backward` walks the arrows in reverse. In a notebook the figure is a cell output; run as
+# a script, `TINYGRAD_MHA_FIGURES=DIR` saves it to `DIR/graph.png`.
 
 # %%
-if AS_SCRIPT:
-    try:
-        from tinygrad_mha import plotting
-    except ImportError as exc:  # matplotlib missing, or an older checkout without plotting.py
-        print("no figure:", exc)
-    else:
-        a = tm.Tensor(np.array([1.0, 2.0]), requires_grad=True)
-        a.name = "a"
-        expr = (a * a + a.exp()).sum()
-        path = Path(tempfile.mkdtemp(prefix="tinygrad_mha_tutorial01_")) / "graph.png"
-        plotting.computational_graph(expr, path)
-        print("graph drawn to", path)
+from tinygrad_mha import plotting
+
+a = tm.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+a.name = "a"
+expr = (a * a + a.exp()).sum()
+graph_figure = plotting.computational_graph(expr)
+plotting.show(graph_figure, "graph")
 
 # %% [markdown]
 # ## Check: what this tutorial taught

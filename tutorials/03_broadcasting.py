@@ -71,6 +71,17 @@ view = np.broadcast_to(b, (3, 4))
 print(view, "\nstrides:", view.strides, "(0 along the stretched axis)")
 
 # %% [markdown]
+# A picture of `a + b` with shapes (3, 1) and (4,): `b` first gains a leading axis, (1, 4),
+# then both stretch to (3, 4). Hatched cells are the copies (in NumPy, the same number read
+# again); section 2 is about the gradient flowing back from each copy to its entry.
+
+# %%
+from tinygrad_mha import plotting
+
+broadcast_figure = plotting.broadcasting_diagram((3, 1), (4,))
+plotting.show(broadcast_figure, "broadcasting")
+
+# %% [markdown]
 # ## 2. The gradient of a broadcast operand is a sum
 #
 # Take $y = x + b$ with $x \in \mathbb{R}^{N\times K}$ and $b \in \mathbb{R}^{K}$, i.e.

@@ -75,6 +75,18 @@ for eq, ops_, what in examples:
     print(f"{eq:>20}  {what:<22} -> shape {str(ours.shape):<14} same as numpy: {same}")
 
 # %% [markdown]
+# A picture of the contraction `ij,jk->ik`: one output element, $C_{1,2}$, multiplies the
+# framed row of $A$ with the framed column of $B$ entry by entry and sums over the letter
+# missing from the output, `j`.
+
+# %%
+from tinygrad_mha import plotting
+
+contraction_figure = plotting.einsum_diagram("ij,jk->ik", np.arange(6.0).reshape(2, 3),
+                                             np.arange(12.0).reshape(3, 4), out_index=(1, 2))
+plotting.show(contraction_figure, "einsum_contraction")
+
+# %% [markdown]
 # ## 2. The rule
 #
 # An einsum is **linear in each operand**. Take $C_{ik} = \sum_j A_{ij} B_{jk}$ and a loss

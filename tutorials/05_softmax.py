@@ -117,6 +117,18 @@ print("symmetric:", np.allclose(J_engine, J_engine.T), "| J @ 1 =", np.round(J_e
 print("eigenvalues:", np.round(np.linalg.eigvalsh(J_formula), 6))
 
 # %% [markdown]
+# A picture of both: on the left, dividing the logits by a temperature $T$ before the
+# softmax (small $T$: nearly one-hot, large $T$: nearly uniform; section 6's $1/\sqrt{d}$ is
+# such a division); on the right, the Jacobian above as a heatmap. Positive on the
+# diagonal, negative elsewhere, every row summing to zero.
+
+# %%
+from tinygrad_mha import plotting
+
+softmax_figure = plotting.softmax_temperature(x0, temperatures=(0.25, 1.0, 4.0))
+plotting.show(softmax_figure, "softmax_temperature_jacobian")
+
+# %% [markdown]
 # Backward never builds $J$ (that would cost $n^2$ per row of attention logits). It only
 # needs the vector-Jacobian product $\bar x = J^\top \bar y = J \bar y$:
 #

@@ -65,6 +65,17 @@ print(f"kept values are x / (1 - p) = {np.unique(y.numpy()[kept])}; mean of y = 
 print(f"variance of y = {y.numpy().var():.4f}, predicted x^2 p / (1 - p) = {4 * p / (1 - p):.4f}")
 
 # %% [markdown]
+# A picture of the masks: `tm.dropout` applied to a tensor of ones, for three rates. Dark
+# cells were dropped; the others hold $1/(1-p)$, brighter as $p$ grows, so the mean stays
+# near 1.
+
+# %%
+from tinygrad_mha import plotting
+
+masks_figure = plotting.dropout_masks((6, 16), rates=(0.1, 0.3, 0.7), seed=0)
+plotting.show(masks_figure, "dropout_masks")
+
+# %% [markdown]
 # ## 2. `tm.dropout`
 #
 # `tm.dropout(x, rate, training=True, seed=None)`:

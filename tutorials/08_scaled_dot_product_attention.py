@@ -30,18 +30,15 @@
 import inspect
 import math
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 import tinygrad_mha as tm
 from tinygrad_mha.ops.attention import Attention
-from tinygrad_mha.plotting import attention_heatmaps
+from tinygrad_mha.plotting import attention_heatmaps, show
 
 SMALL = os.environ.get("TINYGRAD_MHA_SMALL", "0") not in ("", "0")
-OUT = Path(tempfile.mkdtemp(prefix="tinygrad_mha_tutorial08_"))
-print("small mode" if SMALL else "full size", "| figures in", OUT)
+print("small mode" if SMALL else "full size")
 
 # %% [markdown]
 # ## 1. Why divide by $\sqrt{d}$?
@@ -248,9 +245,8 @@ print("library scores vs from scratch:", scores_error, " scores shape", lib_scor
 # head from the scores exactly as the layer returns them.
 
 # %%
-heatmap_path = OUT / "causal_attention.png"
-attention_heatmaps(lib_scores, heatmap_path, title="causal attention, batch 0 (one head)")
-print("wrote", heatmap_path)
+heatmap = attention_heatmaps(lib_scores, title="causal attention, batch 0 (one head)")
+show(heatmap, "causal_attention")
 
 # %% [markdown]
 # ## Check: what this tutorial taught
@@ -273,5 +269,5 @@ assert np.all(unseen_keys_grad == 0.0)
 # MultiHeadAttention with identity projections is exactly this computation
 assert library_error < 1e-12 and scores_error < 1e-12
 assert lib_scores.shape == (B, 1, T, S)
-assert heatmap_path.exists()
+assert heatmap.axes  # the figure was drawn
 print("all checks passed")

@@ -29,18 +29,15 @@
 import inspect
 import math
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 import tinygrad_mha as tm
 from tinygrad_mha.layers.einsum_dense import tensordot_axes
-from tinygrad_mha.plotting import attention_heatmaps
+from tinygrad_mha.plotting import attention_heatmaps, show
 
 SMALL = os.environ.get("TINYGRAD_MHA_SMALL", "0") not in ("", "0")
-OUT = Path(tempfile.mkdtemp(prefix="tinygrad_mha_tutorial09_"))
-print("small mode" if SMALL else "full size", "| figures in", OUT)
+print("small mode" if SMALL else "full size")
 rng = np.random.default_rng(0)
 tm.set_seed(0)
 
@@ -186,9 +183,8 @@ print("einsum for 2-D scores:", full2d._dot_equation, "  softmax over axes", ful
 # across (with random weights the pattern means nothing yet, but the shape is the point).
 
 # %%
-pixels_path = attention_heatmaps(scores2d, OUT / "pixel_attention.png",
-                                 title=f"2-D attention over a {IMG_H}x{IMG_W} image")
-print("wrote", pixels_path)
+pixels_figure = attention_heatmaps(scores2d, title=f"2-D attention over a {IMG_H}x{IMG_W} image")
+show(pixels_figure, "pixel_attention")
 
 # %% [markdown]
 # ## 5. Masks
@@ -231,9 +227,8 @@ mask_error = max(np.abs(out_flags.numpy() - out_explicit.numpy()).max(),
 print("flags vs explicit mask vs numpy:", mask_error)
 print("batch 0, head 0 probabilities (padding hides the last keys, causality the upper triangle):")
 print(np.array2string(scores_flags.numpy()[0, 0], precision=2, suppress_small=True))
-heads_path = attention_heatmaps(scores_flags, OUT / "masked_heads.png",
-                                title="padding + causal mask, batch 0, every head")
-print("wrote", heads_path)
+heads_figure = attention_heatmaps(scores_flags, title="padding + causal mask, batch 0, every head")
+show(heads_figure, "masked_heads")
 
 # %% [markdown]
 # ## 6. A query that may see nothing
@@ -350,5 +345,5 @@ for sub in (layer.query_dense, layer.key_dense, layer.value_dense, layer.output_
 assert grads_ok
 # Keras parity (when it ran)
 assert keras_error is None or keras_error < 1e-5
-assert Path(pixels_path).exists() and Path(heads_path).exists()
+assert pixels_figure.axes and heads_figure.axes  # both figures were drawn
 print("all checks passed")

@@ -28,9 +28,7 @@
 # %%
 import inspect
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -39,8 +37,7 @@ from tinygrad_mha import plotting
 from tinygrad_mha.layers import Dense, Embedding, LayerNormalization, Model, PositionalEncoding
 
 SMALL = os.environ.get("TINYGRAD_MHA_SMALL", "0") not in ("", "0")
-OUT = Path(tempfile.mkdtemp(prefix="tinygrad_mha_tutorial11_"))
-print("small mode" if SMALL else "full size", "| figures in", OUT)
+print("small mode" if SMALL else "full size")
 
 VOCAB, LENGTH = 10, 6
 D_MODEL, HEADS, D_FF = 32, 2, 64
@@ -175,11 +172,11 @@ print("attention mass on the anti-diagonal, per head:", per_head.round(3),
       " best head per query:", round(float(best_head), 3))
 
 # %%
-curve_path, heat_path = OUT / "loss_curve.png", OUT / "attention.png"
-plotting.loss_curve(history, curve_path, title="tiny transformer: reversing 6 digits")
-plotting.attention_heatmaps(scores, heat_path, title="attention of the first test sequence",
-                            queries=x_test[0], keys=x_test[0])
-print("wrote", curve_path, "and", heat_path)
+curve = plotting.loss_curve(history, title="tiny transformer: reversing 6 digits")
+plotting.show(curve, "loss_curve")
+heat = plotting.attention_heatmaps(scores, title="attention of the first test sequence",
+                                   queries=x_test[0], keys=x_test[0])
+plotting.show(heat, "attention")
 
 # %% [markdown]
 # ## 5. Attention is necessary: the same block without it
@@ -224,5 +221,5 @@ assert abs(accuracy - after["accuracy"]) < 1e-12
 assert accuracy >= (0.90 if SMALL else 0.98), f"test accuracy {accuracy:.1%} is too low"
 assert best_head > 0.4, "attention should point at position n-1-p (uniform would give 1/6)"
 assert baseline_accuracy < 0.2, "without attention the model must stay near chance (10%)"
-assert curve_path.exists() and heat_path.exists()
+assert curve.axes and heat.axes  # both figures were drawn
 print(f"all checks passed (test accuracy {accuracy:.1%})")
