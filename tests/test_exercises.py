@@ -1,15 +1,17 @@
 """The exercises and their grader (``python -m tinygrad_mha.exercises``).
 
-Proves that every reference solution in tutorials/solutions/ passes its grader, that every
-untouched stub in tutorials/exercises/ fails with a message that says what to do, and that
-wrong answers are caught with a message naming the case, the element, expected and got.
+Proves that every reference solution (tinygrad_mha/exercises/solutions/) passes its grader,
+that every untouched stub (tinygrad_mha/exercises/stubs/) fails with a message that says what
+to do, that `init` and `check` find the files in a folder of any name, and that wrong answers
+are caught with a message naming the case, the element, expected and got, and the mistake.
 
-Every test carries the marker of its exercise, so a learner grades one step with
+Every test carries the marker of its exercise, so one step is tested with
 
     pytest tests/test_exercises.py -m softmax_backward
 
-where ``test_your_exercise`` grades *their* file: an expected failure (xfail) while it is
-still the stub, a pass once it is right, a failure with the grader's report otherwise.
+and ``test_your_exercise`` grades *your* copy when TINYGRAD_MHA_EXERCISES names its folder:
+
+    TINYGRAD_MHA_EXERCISES=my_exercises pytest tests/test_exercises.py -m softmax_backward
 """
 
 import ast
@@ -26,8 +28,8 @@ import tinygrad_mha as tm
 from tinygrad_mha import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
-EXERCISE_DIR = ROOT / "tutorials" / "exercises"
-SOLUTION_DIR = ROOT / "tutorials" / "solutions"
+EXERCISE_DIR = exercises.STUBS
+SOLUTION_DIR = exercises.SOLUTIONS
 NAMES = exercises.names()
 
 
@@ -106,15 +108,18 @@ def test_untouched_stub_fails_with_a_helpful_message(name):
     result = exercises.grade(name, directory=EXERCISE_DIR)
     assert not result.passed and result.status == "not implemented"
     assert result.message.startswith("not implemented yet: open ")
-    assert f"exercises{os.sep}{name}.py" in result.message
+    assert f"stubs{os.sep}{name}.py" in result.message
     assert "NotImplementedError" in result.message and "docstring" in result.message
     assert result.report().startswith(f"[TODO] {name}: ")
 
 
 @pytest.mark.parametrize("name", marked(NAMES))
 def test_your_exercise(name):
-    """Grades tutorials/exercises/<name>.py: xfail while it is the stub, pass when it is right."""
-    result = exercises.grade(name, directory=EXERCISE_DIR)
+    """Grades $TINYGRAD_MHA_EXERCISES/<name>.py: xfail while it is the stub, pass when it is right."""
+    folder = os.environ.get("TINYGRAD_MHA_EXERCISES")
+    if not folder:
+        pytest.skip("set TINYGRAD_MHA_EXERCISES to the folder of your exercises (see `exercises init`)")
+    result = exercises.grade(name, directory=folder)
     if result.status == "not implemented":
         pytest.xfail(result.message)
     assert result.passed, "\n" + result.report()
@@ -267,11 +272,38 @@ def test_unknown_exercise_raises_key_error_naming_the_choices():
         exercises.grade("softmax_backwards")
 
 
-def test_finds_the_folders_from_the_repo_root_from_tutorials_and_from_elsewhere(tmp_path):
-    assert exercises.find_directory(start=ROOT) == EXERCISE_DIR
-    assert exercises.find_directory(solutions=True, start=ROOT / "tutorials") == SOLUTION_DIR
-    assert exercises.find_directory(start=EXERCISE_DIR) == EXERCISE_DIR
-    assert exercises.find_directory(start=tmp_path) == EXERCISE_DIR  # falls back to the repo
+def test_finds_your_files_in_a_folder_of_any_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match="init"):
+        exercises.find_directory(start=tmp_path)
+    assert exercises.find_directory(solutions=True, start=tmp_path) == SOLUTION_DIR
+    mine = tmp_path / "whatever name"
+    written = exercises.init(mine)
+    assert exercises.find_directory(start=mine) == mine.resolve()
+    assert sorted(p.name for p in written) == sorted(f"{n}.py" for n in NAMES)
+    for path in written:  # byte-for-byte copies of the one copy in the package
+        assert path.read_bytes() == (EXERCISE_DIR / path.name).read_bytes()
+
+
+def test_init_never_overwrites_and_writes_nothing_when_it_refuses(tmp_path):
+    (tmp_path / "sum_to.py").write_text("# my work\n")
+    with pytest.raises(FileExistsError, match="sum_to.py"):
+        exercises.init(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["sum_to.py"]
+    assert (tmp_path / "sum_to.py").read_text() == "# my work\n"
+
+
+def test_the_stubs_and_solutions_are_package_data():
+    """They ship in the wheel: pyproject's package-data globs cover every file."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["tinygrad_mha.exercises"]
+    package = Path(exercises.__file__).parent
+    shipped = {p for pattern in globs for p in package.glob(pattern)}
+    assert shipped == set(EXERCISE_DIR.glob("*.py")) | set(SOLUTION_DIR.glob("*.py"))
+    assert not (ROOT / "tutorials" / "exercises").exists()  # one copy of each stub, not two
 
 
 def test_numerical_vjp_matches_a_known_gradient():
@@ -283,13 +315,38 @@ def test_numerical_vjp_matches_a_known_gradient():
 
 # ---------------------------------------------------------------- the command line
 @pytest.mark.softmax_backward
-def test_cli_check_untouched_stub_exits_1_and_says_where_to_start():
-    if not is_untouched_stub(EXERCISE_DIR / "softmax_backward.py"):
-        pytest.skip("softmax_backward.py has been edited")
-    proc = run_cli("check", "softmax_backward")
+def test_cli_init_then_check_inside_the_folder_without_dir(tmp_path):
+    folder = tmp_path / "ex"
+    proc = run_cli("init", str(folder), cwd=tmp_path)
+    assert proc.returncode == 0 and f"wrote {len(NAMES)} exercise stubs" in proc.stdout
+    proc = run_cli("check", "softmax_backward", cwd=folder)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "[TODO] softmax_backward: not implemented yet: open tutorials/exercises/softmax_backward.py" \
-        in proc.stdout
+    assert "[TODO] softmax_backward: not implemented yet: open softmax_backward.py" in proc.stdout
+    (folder / "softmax_backward.py").write_bytes((SOLUTION_DIR / "softmax_backward.py").read_bytes())
+    proc = run_cli("check", "softmax_backward", cwd=folder)
+    assert proc.returncode == 0 and "[PASS] softmax_backward" in proc.stdout
+    proc = run_cli("check", "softmax_backward", "--dir", str(folder), cwd=tmp_path)
+    assert proc.returncode == 0 and "[PASS] softmax_backward" in proc.stdout
+    proc = run_cli("init", str(folder), cwd=tmp_path)  # refuses; the solved file stays
+    assert proc.returncode == 2 and "not overwriting" in proc.stderr
+    assert (folder / "softmax_backward.py").read_bytes() == (SOLUTION_DIR / "softmax_backward.py").read_bytes()
+
+
+def test_cli_check_without_files_says_to_run_init(tmp_path):
+    proc = run_cli("check", "sum_to", cwd=tmp_path)
+    assert proc.returncode == 2 and "init DIR" in proc.stderr and "--dir" in proc.stderr
+    proc = run_cli("list", cwd=tmp_path)
+    assert proc.returncode == 0 and "your files: none" in proc.stdout and "init DIR" in proc.stdout
+
+
+def test_cli_check_with_no_name_grades_every_file_found(tmp_path):
+    for name in ("sum_to", "tanh_backward"):
+        (tmp_path / f"{name}.py").write_bytes((SOLUTION_DIR / f"{name}.py").read_bytes())
+    proc = run_cli("check", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 of 2 exercises passed" in proc.stdout
+    proc = run_cli("list", cwd=tmp_path)
+    assert f"your files: {tmp_path.resolve()} (2 of {len(NAMES)}" in proc.stdout
 
 
 def test_cli_check_all_solutions_exits_0():
