@@ -175,6 +175,10 @@ def _tutorials(exercise: Exercise) -> str:
     return ("tutorials " if " and " in exercise.tutorial else "tutorial ") + exercise.tutorial
 
 
+def _explains(exercise: Exercise) -> str:
+    return _tutorials(exercise) + (" explain" if " and " in exercise.tutorial else " explains")
+
+
 def grade(name: str, solutions: bool = False, directory=None, seed: int | None = None) -> Result:
     """Grade one exercise on fresh random inputs; never raises for a wrong solution.
 
@@ -216,9 +220,10 @@ def grade(name: str, solutions: bool = False, directory=None, seed: int | None =
         return result(NOT_IMPLEMENTED,
                       f"not implemented yet: open {_shown(path)} and replace the "
                       f"`raise NotImplementedError` in {exc.function}() with your code "
-                      f"(its docstring states the task; {_tutorials(exercise)} explains it)")
+                      f"(its docstring states the task; {_explains(exercise)} it)")
     except ExerciseFailure as exc:
-        hint = f"\n  hint: {exercise.hint}" if exercise.hint else ""
+        text = exc.hint or exercise.hint  # the recognised mistake, else the usual ones
+        hint = f"\n  hint: {text}" if text else ""
         return result(FAILED, f"{exc}{hint}\n  reproduce with: {again}")
     except Exception as exc:  # the learner's code crashed
         return result(FAILED, f"{type(exc).__name__}: {exc}\n{_learner_traceback(exc, path)}\n"
