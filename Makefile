@@ -1,10 +1,12 @@
 # Two commands set everything up on a fresh machine with python3 and make:
 #   make test   -> .venv with the dev extra, then the whole test suite
-#   make demo   -> .venv, then the main job (python -m tinygrad_mha demo)
+#   make demo   -> .venv with the package alone (numpy, matplotlib, tqdm), then the main job;
+#                  its figures go to build/demo/ (git-ignored; `make plots` rewrites plots/)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-package
 
 .PHONY: test test-gpu demo bench plots clean notebooks book lab
 
@@ -12,9 +14,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# the package and its runtime dependencies only: what `make demo` needs
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(DEMO_STAMP)
+
+# the dev extra on top (pytest, hypothesis, jupytext; Keras for the comparisons on 3.11+)
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
 
 test: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest
@@ -32,8 +40,8 @@ test-gpu:
 	@$(BIN)/python -c "import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0" || { echo "make test-gpu: CuPy sees no GPU (see the error above; CUDA 13 needs cupy-cuda13x)" >&2; exit 2; }
 	TM_FAKE_CUDA=0 KERAS_BACKEND=jax $(BIN)/python -m pytest
 
-demo: $(STAMP)
-	$(BIN)/python -m tinygrad_mha demo
+demo: $(DEMO_STAMP)
+	$(BIN)/python -m tinygrad_mha demo --out build/demo
 
 # framework vs plain NumPy (ops, then a whole attention step), written to benchmarks/RESULTS.md;
 # e.g. make bench BENCH_ARGS=--quick
@@ -41,7 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tinygrad_mha bench $(BENCH_ARGS)
 
 # every figure in plots/ (PNG, committed); trains the demo model on both tasks (under a minute)
-plots: $(STAMP)
+plots: $(DEMO_STAMP)
 	$(BIN)/python -m tinygrad_mha plots --out plots
 
 # tutorials/NN_*.py (jupytext percent cells) -> notebooks/NN_*.ipynb (gitignored), with the

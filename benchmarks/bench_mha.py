@@ -55,7 +55,7 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tinygrad_mha as tm  # noqa: E402
-from tinygrad_mha.progress import ProgressBar  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 try:
     import torch
@@ -342,7 +342,8 @@ def bench_size(size, rounds, rng, bar):
     for r in range(rounds):  # interleaved: every implementation once per round, order alternating
         for k in (ours if r % 2 == 0 else ours[::-1]):
             samples[k].append(sample(steps[k], numbers[k]))
-        bar.update({"size": size})
+        bar.set_postfix(size=size, refresh=False)
+        bar.update()
     # PyTorch gets its own rounds, right after: its OpenMP threads keep spinning after each op
     # and slow down whatever runs next on a small machine (interleaved, they made the NumPy and
     # tinygrad_mha steps up to 1.5x slower; a pause after each PyTorch step made PyTorch 8x slower).
@@ -350,7 +351,8 @@ def bench_size(size, rounds, rng, bar):
         numbers["torch"] = calibrate(steps["torch"], MIN_SAMPLE_S)
     for r in range(rounds if "torch" in steps else 0):
         samples["torch"].append(sample(steps["torch"], numbers["torch"]))
-        bar.update({"size": size + " (torch)"})
+        bar.set_postfix(size=size + " (torch)", refresh=False)
+        bar.update()
     med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
     ref = min(("numpy separate", "numpy fused"), key=med.get)
     other = "numpy fused" if ref == "numpy separate" else "numpy separate"
@@ -463,7 +465,7 @@ def main(args=ARGS) -> int:
     rng = np.random.default_rng(0)
     checks = check_references(rng)
     print(f"# checks: {checks}".replace("\n", " "), flush=True)
-    bar = ProgressBar(sum(rounds[s] for s in sizes) * (2 if torch is not None else 1), desc="bench_mha")
+    bar = tqdm(total=sum(rounds[s] for s in sizes) * (2 if torch is not None else 1), desc="bench_mha")
     rows = [bench_size(size, rounds[size], rng, bar) for size in sizes]
     bar.close()
     print(table(rows))

@@ -41,7 +41,7 @@ import statistics  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tinygrad_mha as tm  # noqa: E402
-from tinygrad_mha.progress import ProgressBar  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 ROUNDS = {"small": 30, "medium": 25, "large": 15}
 QUICK_ROUNDS = {"small": 5, "medium": 3, "large": 2}
@@ -167,7 +167,8 @@ def bench_size(size, rounds, rng, bar=None):
             for k in order:
                 samples[(id(row), k)].append(sample(impls[k], numbers[k]))
         if bar is not None:
-            bar.update({"size": size})
+            bar.set_postfix(size=size, refresh=False)
+            bar.update()
     for row, impls, _ in entries:
         med = {k: statistics.median(samples[(id(row), k)]) * 1e3 for k in impls}
         ref = min(("matmul", "einsum"), key=med.get)
@@ -236,7 +237,7 @@ def main(args=ARGS) -> int:
     print(f"# {machine()}; {args.threads} thread(s); {args.allocator}{'; quick' if args.quick else ''}",
           flush=True)
     rows = []
-    bar = ProgressBar(sum(rounds[s] for s in sizes), desc="bench_ops")  # on stderr
+    bar = tqdm(total=sum(rounds[s] for s in sizes), desc="bench_ops")  # on stderr
     for size in sizes:
         rows += bench_size(size, rounds[size], rng, bar)
     bar.close()

@@ -204,6 +204,10 @@ nb_execution_raise_on_error = True      # a tutorial that fails breaks the build
 nb_execution_timeout = int(os.environ.get("TINYGRAD_MHA_BOOK_TIMEOUT", "600"))
 nb_execution_show_tb = True
 nb_merge_streams = True
+# Progress bars: a static page cannot update one, and tqdm's notebook widget (when ipywidgets is
+# installed, as `make lab` does) would make MyST-NB load the widget manager from a CDN.
+os.environ["TQDM_DISABLE"] = "1"      # the kernels inherit this process's environment
+nb_ipywidgets_js = {}
 nb_kernel_rgx_aliases = {".*": "python3"}   # the kernel of the Python running Sphinx
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "html_image"]
 myst_heading_anchors = 3

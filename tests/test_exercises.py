@@ -1,15 +1,17 @@
 """The exercises and their grader (``python -m tinygrad_mha.exercises``).
 
-Proves that every reference solution in tutorials/solutions/ passes its grader, that every
-untouched stub in tutorials/exercises/ fails with a message that says what to do, and that
-wrong answers are caught with a message naming the case, the element, expected and got.
+Proves that every reference solution (tinygrad_mha/exercises/solutions/) passes its grader,
+that every untouched stub (tinygrad_mha/exercises/stubs/) fails with a message that says what
+to do, that `init` and `check` find the files in a folder of any name, and that wrong answers
+are caught with a message naming the case, the element, expected and got, and the mistake.
 
-Every test carries the marker of its exercise, so a learner grades one step with
+Every test carries the marker of its exercise, so one step is tested with
 
     pytest tests/test_exercises.py -m softmax_backward
 
-where ``test_your_exercise`` grades *their* file: an expected failure (xfail) while it is
-still the stub, a pass once it is right, a failure with the grader's report otherwise.
+and ``test_your_exercise`` grades *your* copy when TINYGRAD_MHA_EXERCISES names its folder:
+
+    TINYGRAD_MHA_EXERCISES=my_exercises pytest tests/test_exercises.py -m softmax_backward
 """
 
 import ast
@@ -26,8 +28,8 @@ import tinygrad_mha as tm
 from tinygrad_mha import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
-EXERCISE_DIR = ROOT / "tutorials" / "exercises"
-SOLUTION_DIR = ROOT / "tutorials" / "solutions"
+EXERCISE_DIR = exercises.STUBS
+SOLUTION_DIR = exercises.SOLUTIONS
 NAMES = exercises.names()
 
 
@@ -106,15 +108,18 @@ def test_untouched_stub_fails_with_a_helpful_message(name):
     result = exercises.grade(name, directory=EXERCISE_DIR)
     assert not result.passed and result.status == "not implemented"
     assert result.message.startswith("not implemented yet: open ")
-    assert f"exercises{os.sep}{name}.py" in result.message
+    assert f"stubs{os.sep}{name}.py" in result.message
     assert "NotImplementedError" in result.message and "docstring" in result.message
     assert result.report().startswith(f"[TODO] {name}: ")
 
 
 @pytest.mark.parametrize("name", marked(NAMES))
 def test_your_exercise(name):
-    """Grades tutorials/exercises/<name>.py: xfail while it is the stub, pass when it is right."""
-    result = exercises.grade(name, directory=EXERCISE_DIR)
+    """Grades $TINYGRAD_MHA_EXERCISES/<name>.py: xfail while it is the stub, pass when it is right."""
+    folder = os.environ.get("TINYGRAD_MHA_EXERCISES")
+    if not folder:
+        pytest.skip("set TINYGRAD_MHA_EXERCISES to the folder of your exercises (see `exercises init`)")
+    result = exercises.grade(name, directory=folder)
     if result.status == "not implemented":
         pytest.xfail(result.message)
     assert result.passed, "\n" + result.report()
@@ -204,6 +209,257 @@ def test_every_exercise_has_a_wrong_answer_test():
     assert sorted(WRONG) == sorted(NAMES)
 
 
+# ---------------------------------------------------------------- the catalogue
+# Typical wrong solutions, each caught with a hint that names the mistake (the fragments), and
+# correct solutions written differently from the reference, each of which must pass. Add to it
+# whenever a learner finds a way through.
+MISTAKES = [
+    ("softmax_backward", "global_max", """
+        import numpy as np
+        def softmax_backward(x, g, axis=-1):   # tutorial 05's big - big.max(), carried over
+            y = np.exp(x - x.max())
+            y = y / y.sum(axis, keepdims=True)
+            return y * (g - (g * y).sum(axis, keepdims=True))
+        """, ["global maximum", "each slice's own", "keepdims=True"]),
+    ("softmax_backward", "diagonal_only", WRONG["softmax_backward"][0], ["only the diagonal of the Jacobian"]),
+    ("softmax_backward", "sum_over_all_axes", """
+        import numpy as np
+        def softmax_backward(x, g, axis=-1):
+            y = np.exp(x - x.max(axis, keepdims=True))
+            y = y / y.sum(axis, keepdims=True)
+            return y * (g - (g * y).sum())
+        """, ["summed g * y over every axis"]),
+    ("logsumexp_backward", "global_max", """
+        import numpy as np
+        def logsumexp_backward(x, g, axis=-1):
+            e = np.exp(x - x.max())
+            return e / e.sum(axis, keepdims=True) * np.expand_dims(g, axis)
+        """, ["global maximum", "each slice's own"]),
+    ("logsumexp_backward", "forgets_g", """
+        import numpy as np
+        def logsumexp_backward(x, g, axis=-1):
+            e = np.exp(x - x.max(axis, keepdims=True))
+            return e / e.sum(axis, keepdims=True)
+        """, ["multiplied by g"]),
+    ("masked_softmax", "global_max", """
+        import numpy as np, tinygrad_mha as tm
+        def masked_softmax(x, mask, axis=-1):
+            keep = np.broadcast_to(mask, x.shape)
+            top = np.where(keep, x.data, -np.inf).max()           # one max for the whole array
+            e = tm.where(keep, x - top, -np.inf).exp()
+            s = e.sum(axis=axis, keepdims=True)
+            return e / tm.where(s.data == 0, 1.0, s)
+        """, ["global maximum", "each slice's own"]),
+    ("masked_softmax", "minus_1e9", """
+        import numpy as np, tinygrad_mha as tm
+        def masked_softmax(x, mask, axis=-1):     # -1e9 instead of exact zeros
+            z = tm.where(mask, x, -1e9)
+            z = z - z.data.max(axis=axis, keepdims=True)
+            e = z.exp()
+            return e / e.sum(axis=axis, keepdims=True)
+        """, ["keeps nothing", "-1e9", "mask=[[", "(bool, 1 = True, shape (3, 5))"]),
+    ("dropout_backward", "missing_scale", WRONG["dropout_backward"][0], ["the missing 1/(1 - rate)"]),
+    ("dropout_backward", "times_keep_prob", """
+        def dropout_backward(g, keep, rate):
+            return g * keep * (1 - rate)
+        """, ["multiplied by (1 - rate)"]),
+    ("dropout_backward", "no_mask", """
+        def dropout_backward(g, keep, rate):
+            return g / (1 - rate)
+        """, ["the mask is missing"]),
+    ("layernorm_backward", "ddof1", """
+        import numpy as np
+        def layernorm_backward(x, gamma, beta, g, epsilon=1e-3):   # sample variance
+            n = x.shape[-1]
+            mu = x.mean(-1, keepdims=True)
+            inv = 1 / np.sqrt(x.var(-1, ddof=1, keepdims=True) + epsilon)
+            xhat = (x - mu) * inv
+            lead = tuple(range(x.ndim - 1))
+            gxhat = g * gamma
+            gx = inv / n * (n * gxhat - gxhat.sum(-1, keepdims=True)
+                            - n / (n - 1) * xhat * (gxhat * xhat).sum(-1, keepdims=True))
+            return gx, (g * xhat).sum(lead), g.sum(lead)
+        """, ["ddof=1", "population"]),
+    ("layernorm_backward", "constant_statistics", """
+        import numpy as np
+        def layernorm_backward(x, gamma, beta, g, epsilon=1e-3):
+            mu = x.mean(-1, keepdims=True)
+            inv = 1 / np.sqrt(x.var(-1, keepdims=True) + epsilon)
+            lead = tuple(range(x.ndim - 1))
+            return g * gamma * inv, (g * (x - mu) * inv).sum(lead), g.sum(lead)
+        """, ["mu and var treated as constants"]),
+    ("layernorm_backward", "beta_not_summed", WRONG["layernorm_backward"][0], ["broadcast axes not summed"]),
+    ("matmul_backward", "transposed", """
+        import numpy as np
+        def matmul_backward(a, b, g):           # no transposes
+            return g @ b, a @ g
+        """, ["transposed matmul gradient"]),
+    ("matmul_backward", "broadcast_not_summed", WRONG["matmul_backward"][0], ["broadcast axes not summed"]),
+    ("sum_to", "no_keepdims", """
+        import numpy as np
+        def sum_to(g, shape):
+            lead = g.ndim - len(shape)
+            g = g.sum(axis=tuple(range(lead)))
+            axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+            return g.sum(axis=axes)             # the 1-axes vanish
+        """, ["must have shape (3, 1)"]),
+    ("sigmoid_backward", "x_not_s", """
+        def sigmoid_backward(x, g):
+            return g * x * (1 - x)
+        """, ["s = sigmoid(x), not x (1 - x)"]),
+    ("sigmoid_backward", "overflow", WRONG["sigmoid_backward"][0], ["inf or nan"]),
+    ("tanh_backward", "x_not_tanh", """
+        def tanh_backward(x, g):
+            return g * (1 - x ** 2)
+        """, ["not 1 - x^2"]),
+    ("einsum_backward", "diagonal_everywhere", WRONG["einsum_backward"][0], ["expected 0"]),
+    ("attention_scores", "no_scale", """
+        import tinygrad_mha as tm
+        from tinygrad_mha.exercises import load
+        def attention_scores(query, key, attention_axes):
+            d = query.shape[-1]
+            return load("attention_scores", %r).attention_scores(query * d ** 0.5, key, attention_axes)
+        """ % str(SOLUTION_DIR), ["no 1/sqrt(key_dim) scale"]),
+]
+
+RIGHT = [
+    ("softmax_backward", "explicit_jacobian", """
+        import numpy as np
+        def softmax_backward(x, g, axis=-1):
+            x, g = np.moveaxis(x, axis, -1), np.moveaxis(g, axis, -1)
+            y = np.exp(x - x.max(-1, keepdims=True))
+            y /= y.sum(-1, keepdims=True)
+            jac = y[..., :, None] * (np.eye(y.shape[-1]) - y[..., None, :])   # dy_i/dx_j
+            return np.moveaxis(np.einsum("...i,...ij->...j", g, jac), -1, axis)
+        """),
+    ("logsumexp_backward", "logaddexp", """
+        import numpy as np
+        def logsumexp_backward(x, g, axis=-1):
+            lse = np.logaddexp.reduce(x, axis=axis, keepdims=True)
+            return np.exp(x - lse) * np.expand_dims(g, axis)
+        """),
+    ("masked_softmax", "log_domain", """
+        import numpy as np, tinygrad_mha as tm
+        def masked_softmax(x, mask, axis=-1):
+            keep = np.broadcast_to(mask, x.shape)
+            any_kept = keep.any(axis=axis, keepdims=True)
+            top = np.where(any_kept, np.where(keep, x.data, -np.inf).max(axis=axis, keepdims=True), 0.0)
+            z = tm.where(keep, x - top, 0.0)
+            e = tm.where(keep, z.exp(), 0.0)
+            total = e.sum(axis=axis, keepdims=True) + tm.Tensor((~any_kept).astype(float))
+            return e / total
+        """),
+    ("dropout_backward", "where", """
+        import numpy as np
+        def dropout_backward(g, keep, rate):
+            return np.where(keep, g / (1.0 - rate), 0.0)
+        """),
+    ("layernorm_backward", "through_the_engine", """
+        import tinygrad_mha as tm
+        def layernorm_backward(x, gamma, beta, g, epsilon=1e-3):
+            xs, gs, bs = (tm.Tensor(a, requires_grad=True) for a in (x, gamma, beta))
+            mu = xs.mean(axis=-1, keepdims=True)
+            var = ((xs - mu) ** 2).mean(axis=-1, keepdims=True)
+            y = gs * (xs - mu) / (var + epsilon).sqrt() + bs
+            y.backward(g)
+            return xs.grad, gs.grad, bs.grad
+        """),
+    ("matmul_backward", "einsum_and_loops", """
+        import numpy as np
+        def _down(grad, shape):
+            while grad.ndim > len(shape):
+                grad = grad.sum(axis=0)
+            for i, n in enumerate(shape):
+                if n == 1 and grad.shape[i] != 1:
+                    grad = grad.sum(axis=i, keepdims=True)
+            return grad
+        def matmul_backward(a, b, g):
+            return (_down(np.einsum("...ik,...jk->...ij", g, b), a.shape),
+                    _down(np.einsum("...ki,...kj->...ij", a, g), b.shape))
+        """),
+    ("sum_to", "loop", """
+        def sum_to(g, shape):
+            while g.ndim > len(shape):
+                g = g.sum(axis=0)
+            for i, n in enumerate(shape):
+                if n == 1 and g.shape[i] != 1:
+                    g = g.sum(axis=i, keepdims=True)
+            return g
+        """),
+    ("sigmoid_backward", "tanh_identity", """
+        import numpy as np
+        def sigmoid_backward(x, g):
+            return g * 0.25 * (1 - np.tanh(x / 2) ** 2)
+        """),
+    ("tanh_backward", "cosh", """
+        import numpy as np
+        def tanh_backward(x, g):
+            return g / np.cosh(np.clip(x, -350, 350)) ** 2
+        """),
+    ("einsum_backward", "numpy_ops", """
+        import numpy as np
+        def matmul_einsum_backward(a, b, g):
+            return g @ b.T, a.T @ g
+        def attention_einsum_backward(q, k, g):
+            return (np.einsum("bhqk,bkhd->bqhd", g, k), np.einsum("bhqk,bqhd->bkhd", g, q))
+        def diagonal_einsum_backward(a, g):
+            return np.diag(g)
+        """),
+    ("attention_scores", "own_softmax", """
+        import math
+        import numpy as np, tinygrad_mha as tm
+        def attention_scores(query, key, attention_axes):
+            r = query.ndim
+            axes = tuple(a % r for a in attention_axes)
+            batch = [a for a in range(r - 2) if a not in axes]
+            order = batch + [r - 2] + list(axes) + [r - 1]
+            q, k = query.transpose(*order), key.transpose(*order)
+            lead = q.shape[:len(batch) + 1]
+            tq, sk = q.shape[len(batch) + 1:-1], k.shape[len(batch) + 1:-1]
+            d = query.shape[-1]
+            q2 = q.reshape(*lead, -1, d)
+            k2 = k.reshape(*lead, -1, d)
+            logits = (q2 @ k2.swapaxes(-1, -2)) * (1 / math.sqrt(d))
+            e = (logits - logits.data.max(axis=-1, keepdims=True)).exp()
+            return (e / e.sum(axis=-1, keepdims=True)).reshape(*lead, *tq, *sk)
+        """),
+]
+
+
+@pytest.mark.parametrize("name, label, source, fragments",
+                         [pytest.param(*m, marks=getattr(pytest.mark, m[0]), id=f"{m[0]}-{m[1]}")
+                          for m in MISTAKES])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_catalogue_mistake_is_caught_and_named(name, label, source, fragments, seed, tmp_path):
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    result = exercises.grade(name, directory=tmp_path, seed=seed)
+    assert result.status == "failed", result.report()
+    for fragment in fragments:
+        assert fragment in result.message, f"{fragment!r} not in:\n{result.message}"
+
+
+@pytest.mark.parametrize("name, label, source",
+                         [pytest.param(*r, marks=getattr(pytest.mark, r[0]), id=f"{r[0]}-{r[1]}") for r in RIGHT])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_catalogue_correct_alternative_passes(name, label, source, seed, tmp_path):
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    result = exercises.grade(name, directory=tmp_path, seed=seed)
+    assert result.passed, result.report()
+
+
+def test_the_catalogue_covers_every_exercise():
+    assert {m[0] for m in MISTAKES} == set(NAMES) and {r[0] for r in RIGHT} == set(NAMES)
+
+
+def test_the_issue_example_is_caught_per_slice():
+    """[[1000, 1001, 999], [0, 1, -1]]: a global shift gives NaN in the second row."""
+    from tinygrad_mha.exercises.checks import _softmax, _softmax_global_max
+    x = np.array([[1000.0, 1001, 999], [0, 1, -1]])
+    assert np.isfinite(_softmax(x, -1)).all()
+    with np.errstate(all="ignore"):
+        assert np.isnan(_softmax_global_max(x, -1)[1]).all()
+
+
 @pytest.mark.masked_softmax
 @pytest.mark.parametrize("source, fragment", [
     ("""
@@ -267,11 +523,38 @@ def test_unknown_exercise_raises_key_error_naming_the_choices():
         exercises.grade("softmax_backwards")
 
 
-def test_finds_the_folders_from_the_repo_root_from_tutorials_and_from_elsewhere(tmp_path):
-    assert exercises.find_directory(start=ROOT) == EXERCISE_DIR
-    assert exercises.find_directory(solutions=True, start=ROOT / "tutorials") == SOLUTION_DIR
-    assert exercises.find_directory(start=EXERCISE_DIR) == EXERCISE_DIR
-    assert exercises.find_directory(start=tmp_path) == EXERCISE_DIR  # falls back to the repo
+def test_finds_your_files_in_a_folder_of_any_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match="init"):
+        exercises.find_directory(start=tmp_path)
+    assert exercises.find_directory(solutions=True, start=tmp_path) == SOLUTION_DIR
+    mine = tmp_path / "whatever name"
+    written = exercises.init(mine)
+    assert exercises.find_directory(start=mine) == mine.resolve()
+    assert sorted(p.name for p in written) == sorted(f"{n}.py" for n in NAMES)
+    for path in written:  # byte-for-byte copies of the one copy in the package
+        assert path.read_bytes() == (EXERCISE_DIR / path.name).read_bytes()
+
+
+def test_init_never_overwrites_and_writes_nothing_when_it_refuses(tmp_path):
+    (tmp_path / "sum_to.py").write_text("# my work\n")
+    with pytest.raises(FileExistsError, match="sum_to.py"):
+        exercises.init(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["sum_to.py"]
+    assert (tmp_path / "sum_to.py").read_text() == "# my work\n"
+
+
+def test_the_stubs_and_solutions_are_package_data():
+    """They ship in the wheel: pyproject's package-data globs cover every file."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["tinygrad_mha.exercises"]
+    package = Path(exercises.__file__).parent
+    shipped = {p for pattern in globs for p in package.glob(pattern)}
+    assert shipped == set(EXERCISE_DIR.glob("*.py")) | set(SOLUTION_DIR.glob("*.py"))
+    assert not (ROOT / "tutorials" / "exercises").exists()  # one copy of each stub, not two
 
 
 def test_numerical_vjp_matches_a_known_gradient():
@@ -283,13 +566,38 @@ def test_numerical_vjp_matches_a_known_gradient():
 
 # ---------------------------------------------------------------- the command line
 @pytest.mark.softmax_backward
-def test_cli_check_untouched_stub_exits_1_and_says_where_to_start():
-    if not is_untouched_stub(EXERCISE_DIR / "softmax_backward.py"):
-        pytest.skip("softmax_backward.py has been edited")
-    proc = run_cli("check", "softmax_backward")
+def test_cli_init_then_check_inside_the_folder_without_dir(tmp_path):
+    folder = tmp_path / "ex"
+    proc = run_cli("init", str(folder), cwd=tmp_path)
+    assert proc.returncode == 0 and f"wrote {len(NAMES)} exercise stubs" in proc.stdout
+    proc = run_cli("check", "softmax_backward", cwd=folder)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "[TODO] softmax_backward: not implemented yet: open tutorials/exercises/softmax_backward.py" \
-        in proc.stdout
+    assert "[TODO] softmax_backward: not implemented yet: open softmax_backward.py" in proc.stdout
+    (folder / "softmax_backward.py").write_bytes((SOLUTION_DIR / "softmax_backward.py").read_bytes())
+    proc = run_cli("check", "softmax_backward", cwd=folder)
+    assert proc.returncode == 0 and "[PASS] softmax_backward" in proc.stdout
+    proc = run_cli("check", "softmax_backward", "--dir", str(folder), cwd=tmp_path)
+    assert proc.returncode == 0 and "[PASS] softmax_backward" in proc.stdout
+    proc = run_cli("init", str(folder), cwd=tmp_path)  # refuses; the solved file stays
+    assert proc.returncode == 2 and "not overwriting" in proc.stderr
+    assert (folder / "softmax_backward.py").read_bytes() == (SOLUTION_DIR / "softmax_backward.py").read_bytes()
+
+
+def test_cli_check_without_files_says_to_run_init(tmp_path):
+    proc = run_cli("check", "sum_to", cwd=tmp_path)
+    assert proc.returncode == 2 and "init DIR" in proc.stderr and "--dir" in proc.stderr
+    proc = run_cli("list", cwd=tmp_path)
+    assert proc.returncode == 0 and "your files: none" in proc.stdout and "init DIR" in proc.stdout
+
+
+def test_cli_check_with_no_name_grades_every_file_found(tmp_path):
+    for name in ("sum_to", "tanh_backward"):
+        (tmp_path / f"{name}.py").write_bytes((SOLUTION_DIR / f"{name}.py").read_bytes())
+    proc = run_cli("check", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 of 2 exercises passed" in proc.stdout
+    proc = run_cli("list", cwd=tmp_path)
+    assert f"your files: {tmp_path.resolve()} (2 of {len(NAMES)}" in proc.stdout
 
 
 def test_cli_check_all_solutions_exits_0():

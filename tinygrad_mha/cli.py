@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
 import sys
 import time
@@ -96,11 +95,8 @@ def demo(args) -> int:
 
 def exercises_cmd(args) -> int:
     """Hand the remaining arguments to ``python -m tinygrad_mha.exercises``."""
-    if importlib.util.find_spec("tinygrad_mha.exercises") is None:
-        print("the exercises are not available in this installation (no module "
-              "tinygrad_mha.exercises); see tutorials/exercises/ in the repository", file=sys.stderr)
-        return 1
-    return subprocess.call([sys.executable, "-m", "tinygrad_mha.exercises", *args.rest])
+    from . import exercises
+    return exercises.main(args.rest, prog="python -m tinygrad_mha exercises")
 
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -110,8 +106,10 @@ def bench_cmd(args) -> int:
     """Run benchmarks/bench_ops.py and bench_mha.py (those present), passing the extra arguments."""
     scripts = [BENCHMARKS / name for name in ("bench_ops.py", "bench_mha.py") if (BENCHMARKS / name).exists()]
     if not scripts:
-        print(f"no benchmark scripts found in {BENCHMARKS} (they live in the repository, not in "
-              "an installed package)", file=sys.stderr)
+        print(f"bench needs a clone of the repository: the benchmark scripts (benchmarks/bench_ops.py, "
+              f"bench_mha.py) are not part of the installed package, and there are none in "
+              f"{BENCHMARKS}. In a clone, run `make bench` or `python -m tinygrad_mha bench`.",
+              file=sys.stderr)
         return 1
     status = 0
     for script in scripts:

@@ -1,7 +1,7 @@
 """Figures for the tutorials, the demo and ``plots/``, drawn with matplotlib.
 
-matplotlib is imported only when a figure is drawn, so the core package never needs it
-(``pip install "tinygrad_mha[plots]"``). Every figure is drawn on its own ``Figure`` with the
+matplotlib (a dependency) is imported only when a figure is drawn, so ``import tinygrad_mha``
+stays quick. Every figure is drawn on its own ``Figure`` with the
 non-interactive Agg canvas and saved to a PNG: nothing touches pyplot's global state or opens
 a window, so this works the same in a terminal, a test, a notebook or on a server.
 
@@ -44,8 +44,8 @@ def _figure(width: float, height: float, layout=None):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise RuntimeError('plotting needs matplotlib: pip install "tinygrad_mha[plots]" '
-                           "(or pip install matplotlib)") from exc
+        raise RuntimeError("plotting needs matplotlib, a dependency of tinygrad_mha that is "
+                           "missing here: pip install matplotlib") from exc
     fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig

@@ -27,7 +27,8 @@
 #    matrix form, against the engine.
 #
 # Exercises that go with it: `sigmoid_backward` and `tanh_backward`
-# (`python -m tinygrad_mha.exercises check sigmoid_backward`).
+# (`python -m tinygrad_mha.exercises init my_exercises` writes the stubs; then, inside
+# `my_exercises`, `python -m tinygrad_mha.exercises check sigmoid_backward`).
 
 # %%
 import inspect

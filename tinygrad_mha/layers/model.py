@@ -24,9 +24,9 @@ import math
 import numbers
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .. import backend, losses as losses_module
-from ..progress import ProgressBar
 from ..tensor import Tensor, no_grad
 from .base import Layer
 
@@ -169,7 +169,8 @@ class Model(Layer):
         the layers' ``losses`` (regularization) are added to it. ``optimizer``: an Optimizer
         built on ``model.trainable_weights``, a name ("adam", "sgd", "adamw") or a factory
         ``params -> Optimizer``. ``callback(step, logs)`` runs after each step; returning
-        False stops training. ``seed`` fixes the shuffling order.
+        False stops training. ``seed`` fixes the shuffling order. ``progress`` shows a tqdm
+        bar (on stderr, or a widget in a notebook) titled ``progress_desc``.
         """
         epochs, steps = _check_count(epochs, "epochs"), _check_count(steps, "steps")
         batch_size = _check_count(batch_size, "batch_size")
@@ -192,7 +193,8 @@ class Model(Layer):
         total = steps if steps is not None else (epochs or 1) * per_epoch
         rng = np.random.default_rng(seed)
         history = History()
-        bar = ProgressBar(total, desc=progress_desc, enabled=bool(progress))
+        # tqdm.auto: one line redrawn in a terminal, one updating widget in a notebook
+        bar = tqdm(total=total, desc=progress_desc, disable=not progress, unit="step")
         order = None
         try:
             for step in range(total):
@@ -212,7 +214,8 @@ class Model(Layer):
                 for name, fn in metric_fns.items():
                     logs[name] = float(fn(yb, pred))
                 history.append(step, logs)
-                bar.update(logs)
+                bar.set_postfix(logs, refresh=False)
+                bar.update()
                 if callback is not None and callback(step, logs) is False:
                     break
         finally:

@@ -3,8 +3,7 @@
 Here you write a *forward* pass with tinygrad_mha's own ops; the engine differentiates it.
 tm.softmax and tm.log_softmax are switched off while this exercise is graded.
 
-Grade it:  python -m tinygrad_mha.exercises check masked_softmax
-       or: pytest tests/test_exercises.py -m masked_softmax
+Grade it:  python -m tinygrad_mha.exercises check masked_softmax --solutions
 """
 
 import numpy as np

@@ -1,7 +1,6 @@
 """Exercise layernorm_backward (tutorials 03 and 05): layer normalization's three gradients.
 
-Grade it:  python -m tinygrad_mha.exercises check layernorm_backward
-       or: pytest tests/test_exercises.py -m layernorm_backward
+Grade it:  python -m tinygrad_mha.exercises check layernorm_backward --solutions
 """
 
 import numpy as np

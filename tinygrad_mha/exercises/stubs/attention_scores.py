@@ -2,12 +2,15 @@
 
 Here you write a *forward* pass with tinygrad_mha's own ops; the engine differentiates it.
 
-Grade it:  python -m tinygrad_mha.exercises check attention_scores
-       or: pytest tests/test_exercises.py -m attention_scores
+Replace each `raise NotImplementedError(...)` below with your code, then grade it:
+
+    python -m tinygrad_mha.exercises check attention_scores
+
+from the folder holding this file (elsewhere, add --dir FOLDER). A fresh copy of every
+stub: python -m tinygrad_mha.exercises init FOLDER
 """
 
 import math
-import string
 
 import tinygrad_mha as tm
 
@@ -34,14 +37,4 @@ def attention_scores(query, key, attention_axes):
         E.g. query (2, 3, 4, 2, 8), key (2, 3, 5, 2, 8), attention_axes (2,) -> (2, 3, 2, 4, 5).
         Build it with tm ops (tm.einsum, tm.softmax, ...) so gradients reach query and key.
     """
-    rank = query.ndim
-    letters = iter(string.ascii_lowercase)
-    q_letters = [next(letters) for _ in range(rank)]          # B, index..., H, D
-    k_letters = [next(letters) if i in attention_axes else c for i, c in enumerate(q_letters)]
-    batch = [i for i in range(rank - 2) if i not in attention_axes]
-    out = ([q_letters[i] for i in batch] + [q_letters[rank - 2]]
-           + [q_letters[i] for i in attention_axes] + [k_letters[i] for i in attention_axes])
-    equation = f"{''.join(q_letters)},{''.join(k_letters)}->{''.join(out)}"
-    logits = tm.einsum(equation, query, key) / math.sqrt(query.shape[-1])
-    n = len(attention_axes)
-    return tm.softmax(logits, axis=tuple(range(len(out) - n, len(out))))
+    raise NotImplementedError("attention_scores: write your code here")

@@ -1,7 +1,11 @@
 """Exercise dropout_backward (tutorial 06): the gradient of inverted dropout.
 
-Grade it:  python -m tinygrad_mha.exercises check dropout_backward
-       or: pytest tests/test_exercises.py -m dropout_backward
+Replace each `raise NotImplementedError(...)` below with your code, then grade it:
+
+    python -m tinygrad_mha.exercises check dropout_backward
+
+from the folder holding this file (elsewhere, add --dir FOLDER). A fresh copy of every
+stub: python -m tinygrad_mha.exercises init FOLDER
 """
 
 import numpy as np
@@ -20,4 +24,4 @@ def dropout_backward(g, keep, rate):
         A NumPy array of g's shape: dL/dx. It must also agree with the gradient that
         tinygrad_mha computes for tm.dropout (``dropout`` in tinygrad_mha/ops/nn.py).
     """
-    return g * keep / (1.0 - rate)
+    raise NotImplementedError("dropout_backward: write your code here")

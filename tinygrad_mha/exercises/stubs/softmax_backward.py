@@ -3,7 +3,9 @@
 Replace each `raise NotImplementedError(...)` below with your code, then grade it:
 
     python -m tinygrad_mha.exercises check softmax_backward
-    pytest tests/test_exercises.py -m softmax_backward
+
+from the folder holding this file (elsewhere, add --dir FOLDER). A fresh copy of every
+stub: python -m tinygrad_mha.exercises init FOLDER
 """
 
 import numpy as np

@@ -1,7 +1,11 @@
 """Exercise logsumexp_backward (tutorial 05): the gradient of a smooth maximum.
 
-Grade it:  python -m tinygrad_mha.exercises check logsumexp_backward
-       or: pytest tests/test_exercises.py -m logsumexp_backward
+Replace each `raise NotImplementedError(...)` below with your code, then grade it:
+
+    python -m tinygrad_mha.exercises check logsumexp_backward
+
+from the folder holding this file (elsewhere, add --dir FOLDER). A fresh copy of every
+stub: python -m tinygrad_mha.exercises init FOLDER
 """
 
 import numpy as np
@@ -20,5 +24,4 @@ def logsumexp_backward(x, g, axis=-1):
     Returns:
         A NumPy array of x's shape: dL/dx.
     """
-    z = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return np.expand_dims(g, axis) * z / np.sum(z, axis=axis, keepdims=True)
+    raise NotImplementedError("logsumexp_backward: write your code here")

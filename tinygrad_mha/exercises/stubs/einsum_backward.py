@@ -2,8 +2,12 @@
 
 Three functions, each the backward of one einsum equation. Use numpy.einsum in your answers.
 
-Grade it:  python -m tinygrad_mha.exercises check einsum_backward
-       or: pytest tests/test_exercises.py -m einsum_backward
+Replace each `raise NotImplementedError(...)` below with your code, then grade it:
+
+    python -m tinygrad_mha.exercises check einsum_backward
+
+from the folder holding this file (elsewhere, add --dir FOLDER). A fresh copy of every
+stub: python -m tinygrad_mha.exercises init FOLDER
 """
 
 import numpy as np
@@ -20,7 +24,7 @@ def matmul_einsum_backward(a, b, g):
     Returns:
         (ga, gb) with shapes (i, j) and (j, k). Each is one einsum of g with the other operand.
     """
-    return np.einsum("ik,jk->ij", g, b), np.einsum("ij,ik->jk", a, g)
+    raise NotImplementedError("matmul_einsum_backward: write your code here")
 
 
 def attention_einsum_backward(q, k, g):
@@ -37,7 +41,7 @@ def attention_einsum_backward(q, k, g):
     Returns:
         (gq, gk) with shapes (B, T, H, D) and (B, S, H, D).
     """
-    return np.einsum("bhqk,bkhd->bqhd", g, k), np.einsum("bhqk,bqhd->bkhd", g, q)
+    raise NotImplementedError("attention_einsum_backward: write your code here")
 
 
 def diagonal_einsum_backward(a, g):
@@ -52,4 +56,4 @@ def diagonal_einsum_backward(a, g):
         reach the output). Write it as an einsum too: the repeated letter needs an identity
         matrix, numpy.eye(n).
     """
-    return np.einsum("i,ij->ij", g, np.eye(a.shape[0]))
+    raise NotImplementedError("diagonal_einsum_backward: write your code here")

@@ -1,7 +1,11 @@
 """Exercise sigmoid_backward (tutorial 02): the derivative of the logistic sigmoid.
 
-Grade it:  python -m tinygrad_mha.exercises check sigmoid_backward
-       or: pytest tests/test_exercises.py -m sigmoid_backward
+Replace each `raise NotImplementedError(...)` below with your code, then grade it:
+
+    python -m tinygrad_mha.exercises check sigmoid_backward
+
+from the folder holding this file (elsewhere, add --dir FOLDER). A fresh copy of every
+stub: python -m tinygrad_mha.exercises init FOLDER
 """
 
 import numpy as np
@@ -21,6 +25,4 @@ def sigmoid_backward(x, g):
     Work out dy/dx and write it in terms of y itself. Afterwards, compare with the engine's
     own rule: ``Sigmoid`` in tinygrad_mha/ops/elementwise.py.
     """
-    # 0.5 * (1 + tanh(x / 2)) equals 1 / (1 + exp(-x)) but never overflows.
-    y = 0.5 * (1.0 + np.tanh(0.5 * x))
-    return g * y * (1.0 - y)
+    raise NotImplementedError("sigmoid_backward: write your code here")

@@ -1,7 +1,11 @@
 """Exercise tanh_backward (tutorial 02): the derivative of tanh.
 
-Grade it:  python -m tinygrad_mha.exercises check tanh_backward
-       or: pytest tests/test_exercises.py -m tanh_backward
+Replace each `raise NotImplementedError(...)` below with your code, then grade it:
+
+    python -m tinygrad_mha.exercises check tanh_backward
+
+from the folder holding this file (elsewhere, add --dir FOLDER). A fresh copy of every
+stub: python -m tinygrad_mha.exercises init FOLDER
 """
 
 import numpy as np
@@ -21,5 +25,4 @@ def tanh_backward(x, g):
     Write dy/dx in terms of y = tanh(x). Afterwards, compare with ``Tanh`` in
     tinygrad_mha/ops/elementwise.py.
     """
-    y = np.tanh(x)
-    return g * (1.0 - y * y)
+    raise NotImplementedError("tanh_backward: write your code here")

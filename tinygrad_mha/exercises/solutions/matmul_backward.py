@@ -1,9 +1,6 @@
 """Exercise matmul_backward (tutorial 03): the gradients of a @ b with broadcast batch axes.
 
-Replace each `raise NotImplementedError(...)` below with your code, then grade it:
-
-    python -m tinygrad_mha.exercises check matmul_backward
-    pytest tests/test_exercises.py -m matmul_backward
+Grade it:  python -m tinygrad_mha.exercises check matmul_backward --solutions
 """
 
 import numpy as np
@@ -26,4 +23,13 @@ def matmul_backward(a, b, g):
     Compare with ``MatMul`` in tinygrad_mha/ops/linalg.py, and with ``_sum_to_shape`` in
     tinygrad_mha/tensor.py, where the engine undoes broadcasting for every op.
     """
-    raise NotImplementedError("matmul_backward: write your code here")
+    ga = g @ np.swapaxes(b, -1, -2)
+    gb = np.swapaxes(a, -1, -2) @ g
+    return _sum_to(ga, a.shape), _sum_to(gb, b.shape)
+
+
+def _sum_to(g, shape):
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and g.shape[lead + i] != 1)
+    return np.sum(g, axis=axes, keepdims=True).reshape(shape)

@@ -1,9 +1,6 @@
 """Exercise dropout_backward (tutorial 06): the gradient of inverted dropout.
 
-Replace each `raise NotImplementedError(...)` below with your code, then grade it:
-
-    python -m tinygrad_mha.exercises check dropout_backward
-    pytest tests/test_exercises.py -m dropout_backward
+Grade it:  python -m tinygrad_mha.exercises check dropout_backward --solutions
 """
 
 import numpy as np
@@ -22,4 +19,4 @@ def dropout_backward(g, keep, rate):
         A NumPy array of g's shape: dL/dx. It must also agree with the gradient that
         tinygrad_mha computes for tm.dropout (``dropout`` in tinygrad_mha/ops/nn.py).
     """
-    raise NotImplementedError("dropout_backward: write your code here")
+    return g * keep / (1.0 - rate)

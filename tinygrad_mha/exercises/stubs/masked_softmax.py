@@ -6,7 +6,9 @@ tm.softmax and tm.log_softmax are switched off while this exercise is graded.
 Replace each `raise NotImplementedError(...)` below with your code, then grade it:
 
     python -m tinygrad_mha.exercises check masked_softmax
-    pytest tests/test_exercises.py -m masked_softmax
+
+from the folder holding this file (elsewhere, add --dir FOLDER). A fresh copy of every
+stub: python -m tinygrad_mha.exercises init FOLDER
 """
 
 import numpy as np

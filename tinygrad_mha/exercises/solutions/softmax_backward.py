@@ -1,7 +1,6 @@
 """Exercise softmax_backward (tutorial 05): the vector-Jacobian product of softmax.
 
-Grade it:  python -m tinygrad_mha.exercises check softmax_backward
-       or: pytest tests/test_exercises.py -m softmax_backward
+Grade it:  python -m tinygrad_mha.exercises check softmax_backward --solutions
 """
 
 import numpy as np

@@ -1,9 +1,6 @@
 """Exercise sum_to (tutorial 03): undo broadcasting, the one helper every gradient needs.
 
-Replace each `raise NotImplementedError(...)` below with your code, then grade it:
-
-    python -m tinygrad_mha.exercises check sum_to
-    pytest tests/test_exercises.py -m sum_to
+Grade it:  python -m tinygrad_mha.exercises check sum_to --solutions
 """
 
 import numpy as np
@@ -25,4 +22,8 @@ def sum_to(g, shape):
 
     The engine does this in one place: ``SumTo`` in tinygrad_mha/ops/reduce.py.
     """
-    raise NotImplementedError("sum_to: write your code here")
+    shape = tuple(shape)
+    lead = g.ndim - len(shape)                     # axes that broadcasting added in front
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and g.shape[lead + i] != 1)
+    return np.sum(g, axis=axes, keepdims=True).reshape(shape)

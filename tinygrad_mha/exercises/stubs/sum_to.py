@@ -1,7 +1,11 @@
 """Exercise sum_to (tutorial 03): undo broadcasting, the one helper every gradient needs.
 
-Grade it:  python -m tinygrad_mha.exercises check sum_to
-       or: pytest tests/test_exercises.py -m sum_to
+Replace each `raise NotImplementedError(...)` below with your code, then grade it:
+
+    python -m tinygrad_mha.exercises check sum_to
+
+from the folder holding this file (elsewhere, add --dir FOLDER). A fresh copy of every
+stub: python -m tinygrad_mha.exercises init FOLDER
 """
 
 import numpy as np
@@ -23,8 +27,4 @@ def sum_to(g, shape):
 
     The engine does this in one place: ``SumTo`` in tinygrad_mha/ops/reduce.py.
     """
-    shape = tuple(shape)
-    lead = g.ndim - len(shape)                     # axes that broadcasting added in front
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
-                                      if n == 1 and g.shape[lead + i] != 1)
-    return np.sum(g, axis=axes, keepdims=True).reshape(shape)
+    raise NotImplementedError("sum_to: write your code here")
