@@ -1,0 +1,427 @@
+"""Blocked attention (the FlashAttention-2 algorithm): O(T) memory, exact gradients.
+
+Reference it replaces: the dense composition in ``ops/`` (and ``ops/dot_product_attention``)
+
+    scores  = scale * einsum(q, k) + bias          # (batch..., heads, T, S): T*S numbers per head
+    probs   = softmax(scores, axis=keys, mask)     # then dropout's multiplier, when training
+    context = einsum(probs, v)
+
+which builds the whole scores array (and keeps the probabilities for backward). Here each
+query block sweeps the key/value blocks keeping a running row maximum ``m`` and a running
+sum ``l`` of exp(score - m) (the online softmax); only the output and each row's log-sum-exp
+``lse = m + log l`` are kept. Backward recomputes each score block from q, k and ``lse``
+(P = exp(S - lse), exact) and accumulates dQ, dK, dV block by block, with D = rowsum(dO * O)
+standing in for rowsum(dP * P) (true with dropout too: both are dO . O).
+
+Masks are never expanded to the scores' size: each mask part (an attention mask, query or
+key masks, any array broadcastable to the scores) is sliced per block; causal and sliding
+window bands are made per block from positions, and blocks they mask entirely are skipped
+(causal does about half the work). Dropout redraws, per block, exactly the dense path's
+mask: ``backend.uniform_at(key, position)`` at the C-order position of each entry in the
+dense scores array, so forward and backward agree and the block size changes nothing.
+
+On the CPU the (group chunk, block) work items run on a small thread pool with BLAS pinned
+to one thread (ufuncs and BLAS release the GIL; NumPy's elementwise passes are single
+threaded, so this is what uses the second core). Measured on the shared 2-core machine, see
+benchmarks/RESULTS.md ("Long sequences") and the block-size notes at BLOCK_Q below.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..backend import array_module, is_cupy_array, scatter_add, uniform_at
+from ..tensor import Function, Tensor, is_grad_enabled
+
+# Block sizes, measured at T=4096, E=256, 8 heads (D=32), float32, 2 threads (benchmarks/
+# bench_long.py --tune): a (chunk, BLOCK_Q, BLOCK_K) float32 score block of about 1 MiB per
+# thread keeps each block's several elementwise passes in the L2 cache; smaller blocks pay
+# Python overhead per block (about 15 calls each), larger ones spill the cache.
+BLOCK_Q = 256
+BLOCK_K = 512
+BLOCK_ELEMENTS = 1 << 18
+# flash_attention=None picks this kernel when T * S (per head) is at least this many scores;
+# measured in benchmarks/bench_long.py (see RESULTS.md): below it the dense path is faster.
+AUTO_MIN_SCORES = 1024 * 1024  # score entries per work item: groups per chunk = this // (bq * bk)
+
+
+def default_threads() -> int:
+    """TINYGRAD_MHA_THREADS if set, else the CPU count (at most 8)."""
+    env = os.environ.get("TINYGRAD_MHA_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+_pool = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+_controller = None
+
+
+def _executor(n: int):
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="tm-attn"), n
+        return _pool
+
+
+def _blas_one_thread():
+    """A context that pins BLAS to one thread (threadpoolctl when installed, else nothing)."""
+    global _controller
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext()
+    if _controller is None:
+        _controller = ThreadpoolController()  # inspecting the loaded libraries is the slow part
+    return _controller.limit(limits=1, user_api="blas")
+
+
+def _run(items, fn, threads: int, on_cpu: bool):
+    """fn(item) for every item, on the thread pool when on the CPU with threads > 1."""
+    if threads <= 1 or not on_cpu or len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    with _blas_one_thread():
+        for f in [_executor(threads).submit(fn, item) for item in items]:
+            f.result()
+
+
+# ------------------------------------------------------------------ layout and parts
+def normalize_part(array, group_shape: tuple, t_shape: tuple, s_shape: tuple):
+    """An array broadcastable to the scores (group..., T..., S...) as ``(arr, gmap)``.
+
+    ``arr`` has shape (Gm, T', S') with T' in (1, T) and S' in (1, S) (the query and key axes
+    flattened, broadcast only within themselves), ``gmap[g]`` its row for flattened group g
+    (None when Gm == G and the rows are the groups themselves). Memory: at most the part's
+    own group count times T' * S', never the whole scores.
+    """
+    xp = array_module(array)
+    ng, nt, ns = len(group_shape), len(t_shape), len(s_shape)
+    full = ng + nt + ns
+    if array.ndim < full:
+        array = array.reshape((1,) * (full - array.ndim) + tuple(array.shape))
+    mg = tuple(array.shape[:ng])
+    mt = tuple(array.shape[ng:ng + nt])
+    ms = tuple(array.shape[ng + nt:])
+    tt = (1,) * nt if all(n == 1 for n in mt) else t_shape
+    ss = (1,) * ns if all(n == 1 for n in ms) else s_shape
+    arr = xp.broadcast_to(array, mg + tt + ss).reshape(math.prod(mg), math.prod(tt), math.prod(ss))
+    G = math.prod(group_shape)
+    if mg == tuple(group_shape):
+        gmap = None
+    else:
+        idx = np.unravel_index(np.arange(G), group_shape)
+        gmap = np.ravel_multi_index([i if n > 1 else np.zeros_like(i) for i, n in zip(idx, mg)], mg) \
+            if mg else np.zeros(G, dtype=np.intp)
+        gmap = xp.asarray(gmap)  # indexes device arrays: lives on their device
+    return arr, gmap
+
+
+def _part_block(part, g0, g1, t0, t1, s0, s1):
+    arr, gmap = part
+    tsl = slice(t0, t1) if arr.shape[1] > 1 else slice(0, 1)
+    ssl = slice(s0, s1) if arr.shape[2] > 1 else slice(0, 1)
+    if gmap is None:
+        return arr[g0:g1, tsl, ssl]
+    rows = gmap[g0:g1]
+    if arr.shape[0] == 1:
+        return arr[0:1, tsl, ssl]
+    return arr[:, tsl, ssl][rows]
+
+
+class _Plan:
+    """Everything one call's forward and backward share (canonical (G, T, D) arrays, masks)."""
+
+    def block_keep(self, xp, g0, g1, t0, t1, s0, s1):
+        """None (keep all), False (skip the block) or a bool array broadcastable to the block."""
+        keep = None
+        if self.causal or self.window is not None:
+            lo, hi = s0 - (t1 - 1), (s1 - 1) - t0  # the range of s - t inside the block
+            if self.causal and lo > 0:
+                return False
+            if self.window is not None and (lo >= self.window or -hi >= self.window):
+                return False
+            partial = (self.causal and hi > 0) or (self.window is not None and max(-lo, hi) >= self.window)
+            if partial:
+                d = xp.arange(s0, s1)[None, :] - xp.arange(t0, t1)[:, None]
+                band = d <= 0 if self.causal else None
+                if self.window is not None:
+                    w = abs(d) < self.window
+                    band = w if band is None else band & w
+                keep = band[None]
+        for part in self.masks:
+            m = _part_block(part, g0, g1, t0, t1, s0, s1)
+            keep = m if keep is None else keep & m
+        if keep is not None and self.masks and not bool(keep.any()):
+            return False
+        return keep
+
+    def dropout(self, xp, g0, g1, t0, t1, s0, s1, dtype):
+        """Dropout's multiplier for the block: the dense path's, redrawn from positions."""
+        T, S = self.T, self.S
+        g = xp.arange(g0, g1, dtype=xp.uint64)[:, None, None]
+        t = xp.arange(t0, t1, dtype=xp.uint64)[None, :, None]
+        s = xp.arange(s0, s1, dtype=xp.uint64)[None, None, :]
+        position = (g * np.uint64(T) + t) * np.uint64(S) + s
+        keep = uniform_at(self.key, position) >= self.rate
+        return keep.astype(dtype) * dtype.type(1.0 / (1.0 - self.rate))
+
+
+def _items(G, gc, n, b):
+    return [(g0, min(G, g0 + gc), i0, min(n, i0 + b)) for g0 in range(0, G, gc) for i0 in range(0, n, b)]
+
+
+def _forward(plan, q, kT, v):
+    """out (G, T, Dv) and lse (G, T, 1), by the online softmax."""
+    xp = array_module(q)
+    G, T, _ = q.shape
+    S, dv = kT.shape[2], v.shape[2]
+    dtype = q.dtype
+    out = xp.empty((G, T, dv), dtype=dtype)
+    lse = xp.empty((G, T, 1), dtype=dtype)
+    ninf = dtype.type(-np.inf)
+
+    def work(item):
+        g0, g1, t0, t1 = item
+        n, bq = g1 - g0, t1 - t0
+        qb = q[g0:g1, t0:t1]
+        m = xp.full((n, bq, 1), ninf, dtype=dtype)
+        shift = xp.zeros((n, bq, 1), dtype=dtype)
+        l = xp.zeros((n, bq, 1), dtype=dtype)
+        acc = xp.zeros((n, bq, dv), dtype=dtype)
+        for s0 in range(0, S, plan.bk):
+            s1 = min(S, s0 + plan.bk)
+            keep = plan.block_keep(xp, g0, g1, t0, t1, s0, s1)
+            if keep is False:
+                continue
+            s = xp.matmul(qb, kT[g0:g1, :, s0:s1])
+            for part in plan.biases:
+                s += _part_block(part, g0, g1, t0, t1, s0, s1)
+            if keep is not None:
+                xp.copyto(s, ninf, where=~keep)
+            m_new = xp.maximum(m, s.max(axis=2, keepdims=True))
+            # a row with nothing kept yet has m = -inf: shift it by 0, its exponentials are 0
+            new_shift = xp.where(m_new == ninf, dtype.type(0), m_new)
+            s -= new_shift
+            xp.exp(s, out=s)
+            alpha = xp.exp(m - new_shift)
+            l *= alpha
+            l += s.sum(axis=2, keepdims=True)
+            if plan.rate:
+                s *= plan.dropout(xp, g0, g1, t0, t1, s0, s1, dtype)
+            acc *= alpha
+            acc += xp.matmul(s, v[g0:g1, s0:s1])
+            m, shift = m_new, new_shift
+        empty = l == 0  # no key kept: a zero row, and lse = +inf so backward's P is 0
+        acc /= xp.where(empty, dtype.type(1), l)
+        out[g0:g1, t0:t1] = acc
+        with np.errstate(divide="ignore"):
+            lse[g0:g1, t0:t1] = xp.where(empty, dtype.type(np.inf), shift + xp.log(xp.where(empty, 1, l)))
+
+    gc = max(1, min(G, BLOCK_ELEMENTS // (plan.bq * plan.bk)))
+    _run(_items(G, gc, T, plan.bq), work, plan.threads, not is_cupy_array(q))
+    return out, lse
+
+
+def _backward(plan, q, kT, v, out, lse, do, need_bias):
+    """dq (scaled-q space), dk, dv and the bias gradients, block by block."""
+    xp = array_module(q)
+    G, T, d = q.shape
+    S, dv = kT.shape[2], v.shape[2]
+    dtype = q.dtype
+    k = xp.ascontiguousarray(kT.transpose(0, 2, 1))
+    vT = xp.ascontiguousarray(v.transpose(0, 2, 1))
+    delta = xp.einsum("gtd,gtd->gt", do, out)[..., None]  # rowsum(dO * O) = rowsum(dP * P)
+    dk = xp.zeros((G, S, d), dtype=dtype)
+    dvv = xp.zeros((G, S, dv), dtype=dtype)
+    local = threading.local()
+    partials = []  # per-thread accumulators of dq and the bias gradients
+    lock = threading.Lock()
+
+    def accumulators():
+        acc = getattr(local, "acc", None)
+        if acc is None:
+            acc = local.acc = [xp.zeros((G, T, d), dtype=dtype)] + [
+                xp.zeros(part[0].shape, dtype=dtype) if need else None
+                for part, need in zip(plan.biases, need_bias)]
+            with lock:
+                partials.append(acc)
+        return acc
+
+    def work(item):
+        g0, g1, s0, s1 = item
+        acc = accumulators()
+        dq = acc[0]
+        kb, ktb, vtb = k[g0:g1, s0:s1], kT[g0:g1, :, s0:s1], vT[g0:g1, :, s0:s1]
+        dk_b = dk[g0:g1, s0:s1]
+        dv_b = dvv[g0:g1, s0:s1]
+        for t0 in range(0, T, plan.bq):
+            t1 = min(T, t0 + plan.bq)
+            keep = plan.block_keep(xp, g0, g1, t0, t1, s0, s1)
+            if keep is False:
+                continue
+            qb, dob = q[g0:g1, t0:t1], do[g0:g1, t0:t1]
+            p = xp.matmul(qb, ktb)
+            for part in plan.biases:
+                p += _part_block(part, g0, g1, t0, t1, s0, s1)
+            p -= lse[g0:g1, t0:t1]
+            if keep is not None:
+                xp.copyto(p, dtype.type(-np.inf), where=~keep)
+            xp.exp(p, out=p)  # P, exactly the forward's probabilities (0 where masked)
+            dp = xp.matmul(dob, vtb)
+            if plan.rate:
+                z = plan.dropout(xp, g0, g1, t0, t1, s0, s1, dtype)
+                dv_b += xp.matmul((p * z).transpose(0, 2, 1), dob)
+                dp *= z
+            else:
+                dv_b += xp.matmul(p.transpose(0, 2, 1), dob)
+            dp -= delta[g0:g1, t0:t1]
+            dp *= p  # dS
+            for i, (part, need) in enumerate(zip(plan.biases, need_bias)):
+                if need:
+                    _accumulate_part(acc[1 + i], part, dp, g0, g1, t0, t1, s0, s1)
+            dk_b += xp.matmul(dp.transpose(0, 2, 1), qb)
+            dq[g0:g1, t0:t1] += xp.matmul(dp, kb)
+
+    gc = max(1, min(G, BLOCK_ELEMENTS // (plan.bq * plan.bk)))
+    _run(_items(G, gc, S, plan.bk), work, plan.threads, not is_cupy_array(q))
+    if not partials:
+        accumulators()
+    total = partials[0]
+    for other in partials[1:]:
+        for i, a in enumerate(other):
+            if a is not None:
+                total[i] += a
+    return total[0], dk, dvv, total[1:]
+
+
+def _accumulate_part(into, part, ds, g0, g1, t0, t1, s0, s1):
+    arr, gmap = part
+    if arr.shape[1] == 1:
+        ds = ds.sum(axis=1, keepdims=True)
+    if arr.shape[2] == 1:
+        ds = ds.sum(axis=2, keepdims=True)
+    tsl = slice(t0, t1) if arr.shape[1] > 1 else slice(0, 1)
+    ssl = slice(s0, s1) if arr.shape[2] > 1 else slice(0, 1)
+    view = into[:, tsl, ssl]
+    if gmap is None:
+        view[g0:g1] += ds
+    elif arr.shape[0] == 1:
+        view[0:1] += ds.sum(axis=0, keepdims=True)
+    else:
+        scatter_add(view, gmap[g0:g1], ds)
+
+
+# ------------------------------------------------------------------ the graph node
+class BlockedAttention(Function):
+    """softmax(scale * q k^T + bias, mask) (dropout) v, blocked; inputs in any layout.
+
+    ``layout`` = (q_perm, k_perm, v_perm, group_shape, t_shape, s_shape): each perm takes
+    its tensor to (group..., positions..., features). Gradient formulas (S = scale q k^T + b,
+    P its masked softmax, W = P * keep, O = W v, D = rowsum(dO * O)):
+
+        dV = W^T dO     dP = (dO V^T) * keep     dS = P * (dP - D)
+        dQ = scale dS K     dK = scale dS^T Q     d bias = dS (summed over broadcast axes)
+    """
+    uses_inputs, uses_output = "all", False
+
+    def forward(self, q, k, v, *biases, layout, scale, masks, causal, window, rate, key,
+                block_q, block_k, threads):
+        q_perm, k_perm, v_perm, group_shape, t_shape, s_shape = layout
+        xp = array_module(q)
+        work = np.dtype(np.float32 if q.dtype == np.float16 else q.dtype)  # half precision accumulates in float32
+        G, T, S = math.prod(group_shape), math.prod(t_shape), math.prod(s_shape)
+        plan = self.plan = _Plan()
+        plan.T, plan.S, plan.causal, plan.window = T, S, causal, window
+        plan.rate, plan.key = rate, key
+        plan.bq, plan.bk, plan.threads = block_q, block_k, threads
+        plan.masks = [normalize_part(m, group_shape, t_shape, s_shape) for m in masks]
+        plan.biases = [normalize_part(b.astype(work, copy=False), group_shape, t_shape, s_shape) for b in biases]
+        self.bias_shapes = [b.shape for b in biases]
+        self.layout, self.scale, self.in_dtype = layout, scale, q.dtype
+        self.work_dtype = work
+
+        def canon(x, perm, n):
+            return xp.ascontiguousarray(x.transpose(perm).astype(work, copy=False)).reshape(G, n, -1)
+        qc = canon(q, q_perm, T) * work.type(scale)  # a new array: the scale goes onto q, not the scores
+        kT = xp.ascontiguousarray(canon(k, k_perm, S).transpose(0, 2, 1))
+        vc = canon(v, v_perm, S)
+        out, lse = _forward(plan, qc, kT, vc)
+        self.saved = (qc, kT, vc, out, lse)
+        return self._from_canonical(out, q.shape, q_perm).astype(q.dtype, copy=False)
+
+    def _from_canonical(self, x, shape, perm):
+        """(G, n, features) back to the layout ``shape`` whose perm made it."""
+        permuted = tuple(shape[i] for i in perm[:-1]) + (x.shape[-1],)
+        inverse = np.argsort(perm)
+        return x.reshape(permuted).transpose(inverse)
+
+    def backward(self, g):
+        if is_grad_enabled():
+            raise NotImplementedError(
+                "blocked (flash) attention has no second derivatives (create_graph=True); "
+                "use flash_attention=False for higher-order gradients")
+        q, k, v, *biases = self.inputs
+        qc, kT, vc, out, lse = self.saved
+        q_perm, k_perm, v_perm, group_shape, t_shape, s_shape = self.layout
+        xp = array_module(qc)
+        G, T = qc.shape[0], qc.shape[1]
+        work = self.work_dtype
+        do = xp.ascontiguousarray(g.data.transpose(q_perm).astype(work, copy=False)).reshape(G, T, -1)
+        need_bias = [b.requires_grad for b in biases]
+        dq, dk, dv, dbiases = _backward(self.plan, qc, kT, vc, out, lse, do, need_bias)
+        dq *= work.type(self.scale)
+        grads = [
+            Tensor._wrap(self._from_canonical(dq, q.shape, q_perm).astype(q.dtype, copy=False)) if q.requires_grad else None,
+            Tensor._wrap(self._from_canonical(dk, k.shape, k_perm).astype(k.dtype, copy=False)) if k.requires_grad else None,
+            Tensor._wrap(self._from_canonical(dv, v.shape, v_perm).astype(v.dtype, copy=False)) if v.requires_grad else None,
+        ]
+        for b, need, db in zip(biases, need_bias, dbiases):
+            grads.append(Tensor._wrap(_bias_grad(db, b.shape, group_shape, t_shape, s_shape).astype(b.dtype, copy=False))
+                         if need else None)
+        return tuple(grads)
+
+
+def _bias_grad(db, shape, group_shape, t_shape, s_shape):
+    """The (Gm, T', S') gradient summed back to the bias's own shape."""
+    xp = array_module(db)
+    ng, nt = len(group_shape), len(t_shape)
+    full = ng + nt + len(s_shape)
+    padded = (1,) * (full - len(shape)) + tuple(shape)
+    mg, mt, ms = padded[:ng], padded[ng:ng + nt], padded[ng + nt:]
+    tt = (1,) * nt if all(n == 1 for n in mt) else t_shape
+    ss = (1,) * len(s_shape) if all(n == 1 for n in ms) else s_shape
+    x = db.reshape(mg + tt + ss)
+    axes = tuple(i for i, (have, want) in enumerate(zip(x.shape, padded)) if have != want)
+    if axes:
+        x = x.sum(axis=axes, keepdims=True)
+    return x.reshape(shape)
+
+
+def blocked_attention(query, key, value, layout, *, scale, biases=(), masks=(), causal=False,
+                      window=None, rate=0.0, random_key=None, block_q=None, block_k=None,
+                      threads=None) -> Tensor:
+    """The context of blocked attention as a recorded node (see ``BlockedAttention``).
+
+    ``masks``: bool arrays broadcastable to the scores (group..., T..., S...) (True = attend);
+    ``biases``: Tensors broadcastable to them, added to the scaled scores; ``causal``: keep
+    t >= s (flattened positions, top-left); ``window``: keep |t - s| < window; ``rate`` and
+    ``random_key``: dropout on the probabilities, the dense path's mask for that key.
+    """
+    return BlockedAttention.apply(
+        query, key, value, *biases, layout=layout, scale=float(scale), masks=tuple(masks),
+        causal=bool(causal), window=window, rate=float(rate), key=random_key,
+        block_q=int(block_q or BLOCK_Q), block_k=int(block_k or BLOCK_K),
+        threads=int(threads or default_threads()))
