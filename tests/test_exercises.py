@@ -187,6 +187,20 @@ WRONG = {
             logits = tm.einsum("bthd,bshd->bhts", query, key) / math.sqrt(query.shape[-1])
             return tm.softmax(logits, axis=-2)
         """, ["wrong scores from attention_scores(query=<float64 array of shape (2, 3, 2, 4)>"]),
+    "online_softmax": ("""
+        import numpy as np
+        def online_softmax(score_block, values, block):   # forgets to rescale the old sums
+            S, D = values.shape
+            m, l, acc = None, 0.0, 0.0
+            for j0 in range(0, S, block):
+                s = score_block(j0, min(S, j0 + block))
+                m = s.max(1, keepdims=True) if m is None else np.maximum(m, s.max(1, keepdims=True))
+                m0 = np.where(np.isfinite(m), m, 0.0)
+                p = np.exp(s - m0)
+                l = l + p.sum(1, keepdims=True)
+                acc = acc + p @ values[j0:j0 + s.shape[1]]
+            return acc / np.where(l == 0, 1, l), (m + np.log(l))[:, 0]
+        """, ["wrong out from online_softmax(", "block=1)"]),
 }
 
 
@@ -231,6 +245,21 @@ def test_masked_softmax_mistakes(source, fragment, tmp_path):
     result = exercises.grade("masked_softmax", directory=tmp_path, seed=3)
     assert result.status == "failed" and fragment in result.message, result.report()
     assert tm.softmax(tm.Tensor([0.0, 0.0])).numpy().tolist() == [0.5, 0.5]  # switched back on
+
+
+@pytest.mark.online_softmax
+def test_online_softmax_must_stream(tmp_path):
+    """Reading the whole row at once (the dense softmax) is refused, however right the numbers."""
+    (tmp_path / "online_softmax.py").write_text(textwrap.dedent("""
+        import numpy as np
+        def online_softmax(score_block, values, block):
+            s = score_block(0, values.shape[0])
+            m = np.max(s, 1, keepdims=True)
+            e = np.exp(s - m)
+            return e / e.sum(1, keepdims=True) @ values, (m + np.log(e.sum(1, keepdims=True)))[:, 0]
+        """))
+    result = exercises.grade("online_softmax", directory=tmp_path, seed=7)
+    assert result.status == "failed" and "more than block=1" in result.message, result.report()
 
 
 @pytest.mark.attention_scores
