@@ -39,15 +39,22 @@ from ..backend import array_module, is_cupy_array, scatter_add, uniform_at
 from ..tensor import Function, Tensor, is_grad_enabled
 
 # Block sizes, measured at T=4096, E=256, 8 heads (D=32), float32, 2 threads (benchmarks/
-# bench_long.py --tune): a (chunk, BLOCK_Q, BLOCK_K) float32 score block of about 1 MiB per
-# thread keeps each block's several elementwise passes in the L2 cache; smaller blocks pay
-# Python overhead per block (about 15 calls each), larger ones spill the cache.
+# bench_long.py --tune, whole step, medians of 3): 128x256 1626 ms, 128x512 1531, 256x256
+# 1572, 256x512 1544, 512x512 1502, 256x1024 1472, 512x1024 1560: flat within the shared
+# machine's noise from 128x512 up. 256x512 is in the middle of that plateau: a 2-group
+# (2, 256, 512) float32 block is 1 MiB per thread, several elementwise passes over it stay
+# in L2, and there are few enough blocks (~15 NumPy calls each) for Python overhead to stay
+# under a few percent; smaller blocks pay that overhead, larger ones spill the cache.
 BLOCK_Q = 256
 BLOCK_K = 512
 BLOCK_ELEMENTS = 1 << 18
-# flash_attention=None picks this kernel when T * S (per head) is at least this many scores;
-# measured in benchmarks/bench_long.py (see RESULTS.md): below it the dense path is faster.
-AUTO_MIN_SCORES = 1024 * 1024  # score entries per work item: groups per chunk = this // (bq * bk)
+# flash_attention=None picks this kernel when T * S (per head) is at least this many scores.
+# Measured (bench_long.py --threshold, whole MHA step, E=256, 8 heads, 2 threads, shared
+# machine), blocked / dense time: T=512 0.85, 768 1.27, 1024 1.04, 1536 0.92, 2048 0.78.
+# Below about T=1024 it is noise either way and dense is the path learners read; from
+# about T=1450 (2**21 scores) blocked is faster every time, and its memory is O(T) from the start.
+AUTO_MIN_SCORES = 1 << 21
+RESCALE_MARGIN = 8.0  # the forward's running shift may trail a row's maximum by this much  # score entries per work item: groups per chunk = this // (bq * bk)
 
 
 def default_threads() -> int:
@@ -88,12 +95,21 @@ def _blas_one_thread():
 
 
 def _run(items, fn, threads: int, on_cpu: bool):
-    """fn(item) for every item, on the thread pool when on the CPU with threads > 1."""
-    if threads <= 1 or not on_cpu or len(items) <= 1:
+    """fn(item) for every item, on the thread pool when on the CPU with threads > 1.
+
+    BLAS is pinned to one thread on the CPU even without the pool: a block's products are
+    small, and a threaded BLAS on a busy machine spent 10-30x longer spinning than computing
+    (T=4096, 2 cores shared: 20-58 s against 1.6 s pinned).
+    """
+    if not on_cpu:
         for item in items:
             fn(item)
         return
     with _blas_one_thread():
+        if threads <= 1 or len(items) <= 1:
+            for item in items:
+                fn(item)
+            return
         for f in [_executor(threads).submit(fn, item) for item in items]:
             f.result()
 
@@ -144,8 +160,9 @@ def _part_block(part, g0, g1, t0, t1, s0, s1):
 class _Plan:
     """Everything one call's forward and backward share (canonical (G, T, D) arrays, masks)."""
 
-    def block_keep(self, xp, g0, g1, t0, t1, s0, s1):
-        """None (keep all), False (skip the block) or a bool array broadcastable to the block."""
+    def block_drop(self, xp, g0, g1, t0, t1, s0, s1):
+        """What to mask in a block: None (nothing), False (all of it: skip the block) or a
+        bool array broadcastable to the block, True where the score is masked."""
         keep = None
         if self.causal or self.window is not None:
             lo, hi = s0 - (t1 - 1), (s1 - 1) - t0  # the range of s - t inside the block
@@ -155,18 +172,31 @@ class _Plan:
                 return False
             partial = (self.causal and hi > 0) or (self.window is not None and max(-lo, hi) >= self.window)
             if partial:
-                d = xp.arange(s0, s1)[None, :] - xp.arange(t0, t1)[:, None]
-                band = d <= 0 if self.causal else None
-                if self.window is not None:
-                    w = abs(d) < self.window
-                    band = w if band is None else band & w
-                keep = band[None]
+                keep = self._band(xp, t0 - s0, t1 - t0, s1 - s0)
+                if not self.masks:
+                    return keep[1]
+                keep = keep[0]
         for part in self.masks:
             m = _part_block(part, g0, g1, t0, t1, s0, s1)
             keep = m if keep is None else keep & m
-        if keep is not None and self.masks and not bool(keep.any()):
+        if keep is None:
+            return None
+        if not bool(keep.any()):
             return False
-        return keep
+        return ~keep
+
+    def _band(self, xp, offset, bq, bk):
+        """(keep, drop) of the causal/window band for a block whose first query is ``offset``
+        after its first key: the same for every block on that diagonal, so made once."""
+        band = self.bands.get((offset, bq, bk))
+        if band is None:
+            d = xp.arange(bk)[None, :] - xp.arange(offset, offset + bq)[:, None]  # s - t
+            keep = d <= 0 if self.causal else None
+            if self.window is not None:
+                w = abs(d) < self.window
+                keep = w if keep is None else keep & w
+            band = self.bands[(offset, bq, bk)] = (keep[None], ~keep[None])
+        return band
 
     def dropout(self, xp, g0, g1, t0, t1, s0, s1, dtype):
         """Dropout's multiplier for the block: the dense path's, redrawn from positions."""
@@ -193,42 +223,53 @@ def _forward(plan, q, kT, v):
     lse = xp.empty((G, T, 1), dtype=dtype)
     ninf = dtype.type(-np.inf)
 
+    # The shift rides in the block product: [q, -shift] @ [k^T; 1] = q k^T - shift. The
+    # shift is raised (and l, acc rescaled) only where a block's maximum exceeds it by more
+    # than RESCALE_MARGIN, or on a row's first kept block: exp(score - shift) <= e^8 cannot
+    # overflow, and the shift is always a score seen, so the row's largest term is >= 1 and
+    # nothing underflows that matters. Usually only the first key block pays the subtraction
+    # pass (one of the four elementwise passes of every block before).
+    d = q.shape[2]
+    kTa = xp.concatenate([kT, xp.ones((G, 1, S), dtype=dtype)], axis=1)
+
     def work(item):
         g0, g1, t0, t1 = item
         n, bq = g1 - g0, t1 - t0
-        qb = q[g0:g1, t0:t1]
-        m = xp.full((n, bq, 1), ninf, dtype=dtype)
-        shift = xp.zeros((n, bq, 1), dtype=dtype)
+        qa = xp.concatenate([q[g0:g1, t0:t1], xp.zeros((n, bq, 1), dtype=dtype)], axis=2)
+        neg_shift = qa[:, :, d:]  # a view: the column holds minus the shift the products subtract
+        started = xp.zeros((n, bq, 1), dtype=bool)  # has the row's shift been set from a score?
         l = xp.zeros((n, bq, 1), dtype=dtype)
         acc = xp.zeros((n, bq, dv), dtype=dtype)
         for s0 in range(0, S, plan.bk):
             s1 = min(S, s0 + plan.bk)
-            keep = plan.block_keep(xp, g0, g1, t0, t1, s0, s1)
-            if keep is False:
+            drop = plan.block_drop(xp, g0, g1, t0, t1, s0, s1)
+            if drop is False:
                 continue
-            s = xp.matmul(qb, kT[g0:g1, :, s0:s1])
+            s = xp.matmul(qa, kTa[g0:g1, :, s0:s1])  # scores - shift
             for part in plan.biases:
                 s += _part_block(part, g0, g1, t0, t1, s0, s1)
-            if keep is not None:
-                xp.copyto(s, ninf, where=~keep)
-            m_new = xp.maximum(m, s.max(axis=2, keepdims=True))
-            # a row with nothing kept yet has m = -inf: shift it by 0, its exponentials are 0
-            new_shift = xp.where(m_new == ninf, dtype.type(0), m_new)
-            s -= new_shift
+            if drop is not None:
+                xp.copyto(s, ninf, where=drop)
+            top = s.max(axis=2, keepdims=True)
+            raise_ = (top > RESCALE_MARGIN) | (~started & (top > ninf))
+            if bool(raise_.any()):
+                delta = xp.where(raise_, top, dtype.type(0))
+                s -= delta
+                alpha = xp.exp(-xp.where(started, delta, dtype.type(0)))  # a new row's l, acc are 0
+                l *= alpha
+                acc *= alpha
+                neg_shift -= delta
+                started |= raise_
             xp.exp(s, out=s)
-            alpha = xp.exp(m - new_shift)
-            l *= alpha
             l += s.sum(axis=2, keepdims=True)
             if plan.rate:
                 s *= plan.dropout(xp, g0, g1, t0, t1, s0, s1, dtype)
-            acc *= alpha
             acc += xp.matmul(s, v[g0:g1, s0:s1])
-            m, shift = m_new, new_shift
         empty = l == 0  # no key kept: a zero row, and lse = +inf so backward's P is 0
         acc /= xp.where(empty, dtype.type(1), l)
         out[g0:g1, t0:t1] = acc
         with np.errstate(divide="ignore"):
-            lse[g0:g1, t0:t1] = xp.where(empty, dtype.type(np.inf), shift + xp.log(xp.where(empty, 1, l)))
+            lse[g0:g1, t0:t1] = xp.where(empty, dtype.type(np.inf), xp.log(xp.where(empty, 1, l)) - neg_shift)
 
     gc = max(1, min(G, BLOCK_ELEMENTS // (plan.bq * plan.bk)))
     _run(_items(G, gc, T, plan.bq), work, plan.threads, not is_cupy_array(q))
@@ -244,6 +285,16 @@ def _backward(plan, q, kT, v, out, lse, do, need_bias):
     k = xp.ascontiguousarray(kT.transpose(0, 2, 1))
     vT = xp.ascontiguousarray(v.transpose(0, 2, 1))
     delta = xp.einsum("gtd,gtd->gt", do, out)[..., None]  # rowsum(dO * O) = rowsum(dP * P)
+    # Two subtractions ride along in the block products: [q, -lse] @ [k^T; 1] = q k^T - lse
+    # and [dO, -D] @ [v^T; 1] = dO v^T - D, one pass over each score block fewer each
+    # (one more column in a product of 32 costs far less than a pass over the block).
+    ones = xp.ones((G, 1, S), dtype=dtype)
+    # (a row with no key has lse = +inf; every entry of it is masked below anyway, and a
+    # finite stand-in keeps the product free of inf * 0)
+    qa = xp.concatenate([q, xp.where(xp.isinf(lse), dtype.type(0), -lse)], axis=2)
+    kTa = xp.concatenate([kT, ones], axis=1)
+    doa = xp.concatenate([do, -delta], axis=2)
+    vTa = xp.concatenate([vT, ones], axis=1)
     dk = xp.zeros((G, S, d), dtype=dtype)
     dvv = xp.zeros((G, S, dv), dtype=dtype)
     local = threading.local()
@@ -264,30 +315,30 @@ def _backward(plan, q, kT, v, out, lse, do, need_bias):
         g0, g1, s0, s1 = item
         acc = accumulators()
         dq = acc[0]
-        kb, ktb, vtb = k[g0:g1, s0:s1], kT[g0:g1, :, s0:s1], vT[g0:g1, :, s0:s1]
+        kb, ktb, vtb = k[g0:g1, s0:s1], kTa[g0:g1, :, s0:s1], vTa[g0:g1, :, s0:s1]
         dk_b = dk[g0:g1, s0:s1]
         dv_b = dvv[g0:g1, s0:s1]
         for t0 in range(0, T, plan.bq):
             t1 = min(T, t0 + plan.bq)
-            keep = plan.block_keep(xp, g0, g1, t0, t1, s0, s1)
-            if keep is False:
+            drop = plan.block_drop(xp, g0, g1, t0, t1, s0, s1)
+            if drop is False:
                 continue
             qb, dob = q[g0:g1, t0:t1], do[g0:g1, t0:t1]
-            p = xp.matmul(qb, ktb)
+            p = xp.matmul(qa[g0:g1, t0:t1], ktb)  # scores - lse
             for part in plan.biases:
                 p += _part_block(part, g0, g1, t0, t1, s0, s1)
-            p -= lse[g0:g1, t0:t1]
-            if keep is not None:
-                xp.copyto(p, dtype.type(-np.inf), where=~keep)
+            if drop is not None:
+                xp.copyto(p, dtype.type(-np.inf), where=drop)
             xp.exp(p, out=p)  # P, exactly the forward's probabilities (0 where masked)
-            dp = xp.matmul(dob, vtb)
             if plan.rate:
                 z = plan.dropout(xp, g0, g1, t0, t1, s0, s1, dtype)
                 dv_b += xp.matmul((p * z).transpose(0, 2, 1), dob)
+                dp = xp.matmul(dob, vtb[:, :dv])
                 dp *= z
+                dp -= delta[g0:g1, t0:t1]
             else:
                 dv_b += xp.matmul(p.transpose(0, 2, 1), dob)
-            dp -= delta[g0:g1, t0:t1]
+                dp = xp.matmul(doa[g0:g1, t0:t1], vtb)  # dO v^T - D
             dp *= p  # dS
             for i, (part, need) in enumerate(zip(plan.biases, need_bias)):
                 if need:
@@ -347,6 +398,7 @@ class BlockedAttention(Function):
         plan.T, plan.S, plan.causal, plan.window = T, S, causal, window
         plan.rate, plan.key = rate, key
         plan.bq, plan.bk, plan.threads = block_q, block_k, threads
+        plan.bands = {}
         plan.masks = [normalize_part(m, group_shape, t_shape, s_shape) for m in masks]
         plan.biases = [normalize_part(b.astype(work, copy=False), group_shape, t_shape, s_shape) for b in biases]
         self.bias_shapes = [b.shape for b in biases]
