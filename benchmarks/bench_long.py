@@ -12,7 +12,8 @@ float32, causal and not:
   scaled_dot_product_attention's fused flash kernel; causal via ``is_causal=True``), same
   weights, same thread count, when PyTorch is importable (never a dependency).
 
-Timings are medians over interleaved rounds (dense, blocked, then torch, in each round);
+Timings are medians over interleaved rounds (dense, blocked, a 0.3 s pause, torch, a pause:
+PyTorch's OpenMP threads keep spinning after each op and slowed whatever ran next 3-5x);
 T = 16384 runs blocked and torch only (dense would need ~17 GB). Peak extra memory is the
 most ``tracemalloc`` saw held during one step beyond what was held before it (NumPy's
 buffers; PyTorch's are not visible to it), in a separate pass.
@@ -144,12 +145,20 @@ def measure(lengths, rounds_for):
                 torch_run()
                 np.testing.assert_allclose(xt.grad.numpy(), x.grad, rtol=2e-3,
                                            atol=2e-3 * float(np.abs(x.grad).max()))
-            for run in steps.values():  # warm-up
-                run()
+            ours = [name for name in steps if name != "torch"]
+            time.sleep(0.5)  # let PyTorch's OpenMP threads stop spinning
+            for name in ours:  # warm-up
+                steps[name]()
             samples = {name: [] for name in steps}
             for _ in range(rounds_for(T)):
-                for name, run in steps.items():
-                    samples[name].append(timed(run))
+                for name in ours:
+                    samples[name].append(timed(steps[name]))
+                if "torch" in steps:
+                    # a pause after PyTorch: its OpenMP threads keep spinning after each op,
+                    # which slowed whatever ran next 3-5x on this 2-core machine
+                    time.sleep(0.3)
+                    samples["torch"].append(timed(steps["torch"]))
+                    time.sleep(0.3)
             row = {"T": T, "causal": causal, "rounds": rounds_for(T)}
             for name, s in samples.items():
                 row[name + "_ms"] = 1e3 * statistics.median(s)
@@ -206,23 +215,23 @@ def bound():
     q = rng.normal(size=(gc, ba.BLOCK_Q, D + 1)).astype(np.float32)
     kT = rng.normal(size=(gc, D + 1, ba.BLOCK_K)).astype(np.float32)
     s = (q @ kT) * np.float32(0.1)
-    row = s.max(axis=2, keepdims=True)
     v = rng.normal(size=(gc, ba.BLOCK_K, D)).astype(np.float32)
+    v1 = rng.normal(size=(gc, ba.BLOCK_K, D + 1)).astype(np.float32)
     work = np.empty_like(s)
-    products = {"forward q k^T": lambda: np.matmul(q[..., :D], kT[:, :D], out=work),
-                "forward P v": lambda: np.matmul(s, v),
+    products = {"forward q k^T - shift": lambda: np.matmul(q, kT, out=work),
+                "forward P [v, 1]": lambda: np.matmul(s, v1),
                 "backward q k^T - lse": lambda: np.matmul(q, kT, out=work),
                 "backward dO v^T - D": lambda: np.matmul(q, kT, out=work),
                 "backward dV += P^T dO": lambda: np.matmul(s.transpose(0, 2, 1), q[..., :D]),
                 "backward dK += dS^T q": lambda: np.matmul(s.transpose(0, 2, 1), q[..., :D]),
                 "backward dQ += dS k": lambda: np.matmul(s, v)}
+    # (the forward's subtraction of a raised shift happens in about one key block in T/BLOCK_K,
+    # its row sums ride in the P v product: neither is counted)
     passes = {"forward row max": lambda: s.max(axis=2, keepdims=True),
-              "forward subtract max": lambda: np.subtract(s, row, out=work),
               "forward exp": lambda: np.exp(s, out=work),
-              "forward row sum": lambda: s.sum(axis=2, keepdims=True),
               "backward exp": lambda: np.exp(s, out=work),
               "backward dP * P": lambda: np.multiply(s, s, out=work)}
-    total = {}
+    total, lines = {}, []
     with threadpool_limits(1, user_api="blas"):
         for group, ops in (("products", products), ("passes", passes)):
             total[group] = 0.0
@@ -236,10 +245,15 @@ def bound():
                     reps.append((time.perf_counter() - start) / 20)
                 us = 1e6 * min(reps)  # the best of 7: a bound, not a typical time
                 total[group] += us
-                print(f"  {name:24s} {us:7.0f} us per {shape} block")
-    for group, us in total.items():
-        print(f"{group}: {us:.0f} us per block x {blocks:.0f} blocks / {ARGS.threads} threads = "
-              f"{us * blocks / ARGS.threads / 1e3:.0f} ms per step at T = {T} (not causal)")
+                lines.append(f"| {group} | {name} | {us:.0f} |")
+    lines.append(f"| **products** | all {len(products)}, x {blocks:.0f} blocks / {ARGS.threads} threads | "
+                 f"**{total['products'] * blocks / ARGS.threads / 1e3:.0f} ms** per step |")
+    lines.append(f"| **passes** | all {len(passes)}, x {blocks:.0f} blocks / {ARGS.threads} threads | "
+                 f"**{total['passes'] * blocks / ARGS.threads / 1e3:.0f} ms** per step |")
+    text = (f"| kind | operation on one {shape} float32 block (D = {D}) | best of 7, us |\n"
+            "|---|---|---:|\n" + "\n".join(lines))
+    print(text)
+    return text
 
 
 def table(rows) -> str:
@@ -266,24 +280,34 @@ def main():
     malloc = pin_allocator()
     lengths = [int(t) for t in ARGS.lengths.split(",")] if ARGS.lengths else (
         [1024, 4096] if ARGS.quick else [1024, 4096, 16384])
-    default_rounds = {1024: 5, 4096: 3}
+    default_rounds = {1024: 5, 4096: 5}
 
     def rounds_for(T):
         return ARGS.rounds or (1 if ARGS.quick else default_rounds.get(T, 1))
     rows = measure(lengths, rounds_for)
-    text = f"""## Long sequences: dense vs blocked attention (bench_long.py)
+    bound_table = bound()
+    heading = "## Long sequences: dense vs blocked attention (bench_long.py)"
+    if ARGS.threads != 2:  # a run with another thread count gets a section of its own
+        heading = heading[:-1] + f", --threads {ARGS.threads})"
+    text = f"""{heading}
 
 One self-attention training step (forward, loss sum(out * R), gradients of x and all
 weights), B=1, E=256, 8 heads (key_dim 32), float32. dense = `flash_attention=False` (the
 fused dense node), blocked = `flash_attention=True` (kernels/blocked_attention.py, blocks
 {ba.BLOCK_Q}x{ba.BLOCK_K}, {ARGS.threads} threads with BLAS pinned to 1 each), torch =
 `torch.nn.MultiheadAttention` {'(PyTorch ' + torch.__version__ + ', need_weights=False: SDPA)' if torch else '(not installed)'}
-with {ARGS.threads} threads. Medians of interleaved rounds (5 at T=1024, 3 at 4096, 1 at
-16384). Peak MB: the most tracemalloc saw held during one step beyond what was held before
+with {ARGS.threads} threads. Medians of interleaved rounds (5 at T=1024 and 4096, 1 at
+16384; 0.3 s pauses around each torch step, as its spinning OpenMP threads slow what runs
+next). Peak MB: the most tracemalloc saw held during one step beyond what was held before
 (NumPy buffers only; PyTorch's memory is invisible to it). Dense at T=16384 is skipped: its
 scores alone would take {HEADS * 16384 * 16384 * 4 / 2**30:.0f} GiB (several copies at the peak).
 
 {table(rows)}
+
+What bounds the blocked step: its block matrix products and elementwise passes timed alone
+on one thread (`--bound`), scaled to T=4096 without causal mask, {ARGS.threads} threads:
+
+{bound_table}
 
 Machine: {machine()}; {malloc}. The 2 cores were shared with other engineers' jobs while
 this ran: absolute times are noisy, ratios within a row (measured in the same rounds) less so.
@@ -291,10 +315,11 @@ this ran: absolute times are noisy, ratios within a row (measured in the same ro
     print(text)
     if ARGS.no_write or (ARGS.quick and not ARGS.write):
         return
-    write_section("## Long sequences: dense vs blocked attention (bench_long.py)", text)
+    write_section(heading, text)
     try:
         from tinygrad_mha import plotting
-        print("wrote", plotting.long_attention_figure(rows, os.path.join(ROOT, "plots", "long_attention.png")))
+        name = "long_attention.png" if ARGS.threads == 2 else f"long_attention_{ARGS.threads}thread.png"
+        print("wrote", plotting.long_attention_figure(rows, os.path.join(ROOT, "plots", name)))
     except RuntimeError as exc:  # matplotlib missing: the table is still written
         print(f"no plot: {exc}")
 

@@ -344,3 +344,16 @@ def test_memory_is_linear_in_sequence_length():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 0.25 * T * T * 4, peak
+
+
+def test_figures(tmp_path):
+    pytest.importorskip("matplotlib")
+    from tinygrad_mha import plotting
+    path = plotting.block_sweep_figure(10, 12, 4, 5, causal=True, window=6, path=tmp_path / "sweep.png")
+    assert path.endswith("sweep.png") and (tmp_path / "sweep.png").stat().st_size > 3000
+    rows = [{"T": 256, "causal": False, "dense_ms": 9.0, "blocked_ms": 10.0, "dense_mb": 2.0, "blocked_mb": 1.0},
+            {"T": 512, "causal": True, "blocked_ms": 20.0, "torch_ms": 5.0, "blocked_mb": 2.0}]
+    path = plotting.long_attention_figure(rows, tmp_path / "long.png")
+    assert (tmp_path / "long.png").stat().st_size > 3000
+    path = plotting.long_attention_figure([{"T": 8, "dense_mb": 1.0, "blocked_mb": 0.5}], tmp_path / "mem.png")
+    assert (tmp_path / "mem.png").stat().st_size > 3000

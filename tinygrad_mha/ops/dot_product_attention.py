@@ -80,6 +80,7 @@ def dot_product_attention(query, key, value, bias=None, mask=None, scale=None, i
     scores_shape, mask = _check(query, key, value, bias, mask, scale, is_causal, flash_attention)
     if bias is not None:
         same_device(query, bias, op="dot_product_attention")
+        bias = bias.astype(query.dtype)  # the result stays in the inputs' dtype on both paths
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
     b, n, t, s = scores_shape
 
