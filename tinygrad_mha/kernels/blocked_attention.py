@@ -32,8 +32,11 @@ at T=4096. The attention core alone (forward and backward, T=4096, 8 heads) took
 threads and 894 ms on 1 in a quiet moment; its 7 block products alone are 270 ms of that on
 2 threads and its 4 remaining elementwise passes 85 ms (``bench_long.py --bound``). Against
 PyTorch's nn.MultiheadAttention step (SDPA's fused flash kernel) in the same runs: 1.6-1.8x
-at T=4096 with 2 threads (1.63-1.80x in the recorded run), 1.24-1.54x with 1 thread (two
-runs; 1.54x, 1.36x causal recorded). Block sizes: see BLOCK_Q.
+at T=4096 with 2 threads (1.63-1.80x in the recorded run; 587 vs 322 ms and 382 vs 227 ms
+causal in the quietest run, 1.82x and 1.68x), 1.24-1.54x with 1 thread (two runs; 1.54x,
+1.36x causal recorded). What is left above the products and passes (about 150 ms of the
+511) is per-block overhead: ~12 NumPy calls per block, allocation of each block's arrays,
+and the two threads sharing one L3. Block sizes: see BLOCK_Q.
 """
 
 from __future__ import annotations
