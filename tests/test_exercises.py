@@ -192,6 +192,20 @@ WRONG = {
             logits = tm.einsum("bthd,bshd->bhts", query, key) / math.sqrt(query.shape[-1])
             return tm.softmax(logits, axis=-2)
         """, ["wrong scores from attention_scores(query=<float64 array of shape (2, 3, 2, 4)>"]),
+    "online_softmax": ("""
+        import numpy as np
+        def online_softmax(score_block, values, block):   # forgets to rescale the old sums
+            S, D = values.shape
+            m, l, acc = None, 0.0, 0.0
+            for j0 in range(0, S, block):
+                s = score_block(j0, min(S, j0 + block))
+                m = s.max(1, keepdims=True) if m is None else np.maximum(m, s.max(1, keepdims=True))
+                m0 = np.where(np.isfinite(m), m, 0.0)
+                p = np.exp(s - m0)
+                l = l + p.sum(1, keepdims=True)
+                acc = acc + p @ values[j0:j0 + s.shape[1]]
+            return acc / np.where(l == 0, 1, l), (m + np.log(l))[:, 0]
+        """, ["wrong out from online_softmax(", "block=1)"]),
 }
 
 
@@ -320,9 +334,27 @@ MISTAKES = [
             d = query.shape[-1]
             return load("attention_scores", %r).attention_scores(query * d ** 0.5, key, attention_axes)
         """ % str(SOLUTION_DIR), ["no 1/sqrt(key_dim) scale"]),
+    ("online_softmax", "no_rescale", WRONG["online_softmax"][0],
+     ["sums l and acc kept their old shift", "exp(m_old - m_new)"]),
 ]
 
 RIGHT = [
+    ("online_softmax", "running_log_sum_exp", """
+        import numpy as np
+        def online_softmax(score_block, values, block):   # carries lse itself, not m and l
+            S, D = values.shape
+            lse = out = None
+            for j0 in range(0, S, block):
+                s = score_block(j0, min(S, j0 + block))
+                if lse is None:
+                    lse, out = np.full(s.shape[0], -np.inf), np.zeros((s.shape[0], D))
+                new = np.logaddexp(lse, np.logaddexp.reduce(s, axis=1))
+                shift = np.where(np.isfinite(new), new, 0.0)
+                out = (out * np.exp(lse - shift)[:, None]
+                       + np.exp(s - shift[:, None]) @ values[j0:j0 + s.shape[1]])
+                lse = new
+            return out, lse
+        """),
     ("softmax_backward", "explicit_jacobian", """
         import numpy as np
         def softmax_backward(x, g, axis=-1):
@@ -487,6 +519,21 @@ def test_masked_softmax_mistakes(source, fragment, tmp_path):
     result = exercises.grade("masked_softmax", directory=tmp_path, seed=3)
     assert result.status == "failed" and fragment in result.message, result.report()
     assert tm.softmax(tm.Tensor([0.0, 0.0])).numpy().tolist() == [0.5, 0.5]  # switched back on
+
+
+@pytest.mark.online_softmax
+def test_online_softmax_must_stream(tmp_path):
+    """Reading the whole row at once (the dense softmax) is refused, however right the numbers."""
+    (tmp_path / "online_softmax.py").write_text(textwrap.dedent("""
+        import numpy as np
+        def online_softmax(score_block, values, block):
+            s = score_block(0, values.shape[0])
+            m = np.max(s, 1, keepdims=True)
+            e = np.exp(s - m)
+            return e / e.sum(1, keepdims=True) @ values, (m + np.log(e.sum(1, keepdims=True)))[:, 0]
+        """))
+    result = exercises.grade("online_softmax", directory=tmp_path, seed=7)
+    assert result.status == "failed" and "more than block=1" in result.message, result.report()
 
 
 @pytest.mark.attention_scores

@@ -103,8 +103,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def bench_cmd(args) -> int:
-    """Run benchmarks/bench_ops.py and bench_mha.py (those present), passing the extra arguments."""
-    scripts = [BENCHMARKS / name for name in ("bench_ops.py", "bench_mha.py") if (BENCHMARKS / name).exists()]
+    """Run benchmarks/bench_ops.py, bench_mha.py and bench_long.py (those present), passing the extra arguments."""
+    scripts = [BENCHMARKS / name for name in ("bench_ops.py", "bench_mha.py", "bench_long.py") if (BENCHMARKS / name).exists()]
     if not scripts:
         print(f"bench needs a clone of the repository: the benchmark scripts (benchmarks/bench_ops.py, "
               f"bench_mha.py) are not part of the installed package, and there are none in "

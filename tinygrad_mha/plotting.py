@@ -693,6 +693,86 @@ def dropout_masks(shape=(6, 16), rates=(0.1, 0.5, 0.8), seed=0, path=None):
     return _save(fig, path)
 
 
+
+
+# ---------------------------------------------------------------- blocked (flash) attention
+def _figure_for(width: float, height: float, ncols: int = 1):
+    """A figure (Agg, as above) and its ``ncols`` axes."""
+    fig = _figure(width, height, layout="constrained")
+    return fig, fig.subplots(1, ncols)
+
+
+def block_sweep_figure(T, S, block_q, block_k, causal=True, window=None, path=None):
+    """The blocked attention sweep: one cell per (query block, key block), coloured by what
+    the kernel does with it (skipped, partly masked, computed whole), with the order in
+    which query block 1 visits its key blocks. Returns the figure, or the path when given."""
+    import matplotlib.colors as mcolors
+    nq, nk = math.ceil(T / block_q), math.ceil(S / block_k)
+    status = np.zeros((nq, nk))
+    for i in range(nq):
+        t0, t1 = i * block_q, min(T, (i + 1) * block_q)
+        for j in range(nk):
+            s0, s1 = j * block_k, min(S, (j + 1) * block_k)
+            d = np.arange(s0, s1)[None, :] - np.arange(t0, t1)[:, None]
+            keep = np.ones_like(d, dtype=bool)
+            if causal:
+                keep &= d <= 0
+            if window is not None:
+                keep &= np.abs(d) < window
+            status[i, j] = 0 if not keep.any() else (2 if keep.all() else 1)
+    fig, ax = _figure_for(1.2 + 0.55 * nk, 1.0 + 0.55 * nq)
+    cmap = mcolors.ListedColormap(["#eeeeee", "#f4b183", "#5b9bd5"])
+    ax.imshow(status, cmap=cmap, vmin=0, vmax=2)
+    row = min(1, nq - 1)
+    visited = [j for j in range(nk) if status[row, j] > 0]
+    for n, j in enumerate(visited):
+        ax.text(j, row, str(n + 1), ha="center", va="center", fontsize=9, color="black")
+    ax.set_xticks(range(nk), [f"{j * block_k}" for j in range(nk)], fontsize=7)
+    ax.set_yticks(range(nq), [f"{i * block_q}" for i in range(nq)], fontsize=7)
+    ax.set_xlabel("key block (first position)")
+    ax.set_ylabel("query block")
+    kind = "causal" if causal else "full"
+    ax.set_title(f"{kind}{'' if window is None else f', window {window}'}: grey skipped, "
+                 f"orange masked in part, blue whole\n(numbers: query block {row}'s sweep, "
+                 "running max and sum)", fontsize=8)
+    return _save(fig, path)
+
+
+def long_attention_figure(rows, path=None, title="Attention training step: dense vs blocked"):
+    """Step time and peak extra memory against T, from rows of benchmarks/bench_long.py
+    (keys T, causal, dense_ms, blocked_ms, torch_ms, dense_mb, blocked_mb; any may be missing).
+    Returns the figure, or the path when given."""
+    timed = any(k.endswith("_ms") for r in rows for k in r)
+    fig, axes = _figure_for(10 if timed else 5.5, 4, ncols=2 if timed else 1)
+    ax_t, ax_m = axes if timed else (None, axes)
+    styles = {"dense": ("#c00000", "o"), "blocked": ("#2e75b6", "s"), "torch": ("#7f7f7f", "^")}
+    for name, (color, marker) in styles.items():
+        for causal, line in ((False, "-"), (True, "--")):
+            pts = [(r["T"], r[name + "_ms"]) for r in rows if r.get("causal", False) == causal and name + "_ms" in r]
+            if pts and ax_t is not None:
+                ax_t.plot(*zip(*pts), line, color=color, marker=marker,
+                          label=f"{name}{' causal' if causal else ''}")
+            pts = [(r["T"], r[name + "_mb"]) for r in rows if r.get("causal", False) == causal and name + "_mb" in r]
+            if pts:
+                ax_m.plot(*zip(*pts), line, color=color, marker=marker,
+                          label=f"{name}{' causal' if causal else ''}")
+    for ax, label in ((ax_t, "step time (ms)"), (ax_m, "peak extra memory (MB)")):
+        if ax is None:
+            continue
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length T")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    ax_m.set_title("memory: dense grows as T², blocked as T", fontsize=9)
+    if ax_t is not None:
+        ax_t.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
 __all__ = ["attention_heatmaps", "loss_curve", "gradcheck_error_vs_eps", "computational_graph",
            "benchmark_bars", "finite_difference_errors", "read_results_table", "show", "in_notebook",
-           "broadcasting_diagram", "einsum_diagram", "softmax_temperature", "dropout_masks"]
+           "broadcasting_diagram", "einsum_diagram", "softmax_temperature", "dropout_masks",
+           "block_sweep_figure", "long_attention_figure"]
+

@@ -676,6 +676,79 @@ def _grade_attention_scores(module, rng):
     return len(cases)
 
 
+NO_RESCALE = ("when a block raised a row's running maximum m, the sums l and acc kept their old "
+              "shift: multiply both by exp(m_old - m_new) before adding the new block")
+
+
+def _online_no_rescale(scores, values, block):
+    """The sweep with the rescaling step forgotten: each block's exponentials are shifted by the
+    running max of their time, but what was summed before is never brought to the new shift."""
+    T, S = scores.shape
+    m, l, acc = np.full((T, 1), -np.inf), np.zeros((T, 1)), np.zeros((T, values.shape[1]))
+    for j0 in range(0, S, block):
+        s = scores[:, j0:j0 + block]
+        m = np.maximum(m, s.max(axis=1, keepdims=True))
+        p = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+        l, acc = l + p.sum(axis=1, keepdims=True), acc + p @ values[j0:j0 + block]
+    return acc / np.where(l == 0, 1.0, l)
+
+
+def _grade_online_softmax(module, rng):
+    fn = _function(module, "online_softmax")
+    T, S, D = 6, 11, 3
+    checked = 0
+    for block in (1, 3, 4, 11, 16):  # 4 does not divide 11; 16 is more than S
+        scores = rng.standard_normal((T, S)) * 3
+        scores[0] += 1000.0                       # rows on wildly different scales
+        scores[1] -= 1000.0
+        scores[2] = np.sort(scores[2]) * 50       # the maximum arrives in the last block
+        scores[3, rng.random(S) < 0.5] = -np.inf  # masked keys
+        scores[3, 0] = 1.0
+        scores[4] = -np.inf                       # a row with no key at all
+        scores[5, :-1] = -np.inf                  # only the last key
+        values = rng.standard_normal((S, D))
+        case = _case("online_softmax", scores=scores, values=values, block=block)
+        calls = []
+
+        def score_block(j0, j1, scores=scores, block=block, case=case, calls=calls):
+            j0, j1 = int(j0), int(j1)
+            if not 0 <= j0 < j1 <= S:
+                _fail(f"score_block({j0}, {j1}) is outside the {S} key positions in {case}")
+            if j1 - j0 > block:
+                _fail(f"score_block({j0}, {j1}) asked for {j1 - j0} columns, more than block={block}, "
+                      f"in {case}: the point is never to hold more than one block")
+            calls.append((j0, j1))
+            return scores[:, j0:j1].copy()
+
+        out, lse = _unpack(_call(fn, case, score_block, values.copy(), block), ("out", "lse"), case)
+        covered = sorted(j for j0, j1 in calls for j in range(j0, j1))
+        if covered != list(range(S)):
+            _fail(f"{case} asked score_block for the key positions {covered}; each of 0..{S - 1} "
+                  "must be read exactly once")
+        out = _as_array(out, "out", case, (T, D))
+        lse = _as_array(lse, "lse", case, (T,))
+        kept = np.isfinite(scores)
+        expected_lse = np.full(T, -np.inf)
+        expected_out = np.zeros((T, D))
+        for t in range(T):
+            if kept[t].any():
+                m = scores[t][kept[t]].max()
+                w = np.exp(scores[t] - m)
+                expected_lse[t] = m + np.log(w.sum())
+                expected_out[t] = (w / w.sum()) @ values
+        _compare(out, expected_out, "out", case, "NumPy: softmax(scores) @ values, row by row",
+                 atol=1e-10, rtol=1e-9, mistakes=[(NO_RESCALE, lambda: _online_no_rescale(
+                     scores, values, block))])
+        if not np.array_equal(np.isneginf(lse), ~kept.any(axis=1)):
+            _fail(f"lse from {case} must be -inf exactly for the rows with no finite score "
+                  f"(rows {np.flatnonzero(~kept.any(axis=1)).tolist()}), got {_show(lse)}")
+        finite = kept.any(axis=1)
+        _compare(lse[finite], expected_lse[finite], "lse", case, "NumPy: m + log(sum(exp(s - m)))",
+                 atol=1e-10, rtol=1e-12)
+        checked += 1
+    return checked
+
+
 EXERCISES: dict[str, Exercise] = {e.name: e for e in [
     Exercise("sigmoid_backward", "02", "the derivative of the logistic sigmoid, s(x)(1 - s(x))",
              _grade_sigmoid_backward,
@@ -721,4 +794,9 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
              _grade_attention_scores,
              "scale by 1/sqrt(key_dim), take dot products over the last axis, and softmax jointly "
              "over all of the key's attention axes (tm.softmax accepts a tuple of axes)"),
+    Exercise("online_softmax", "13", "softmax(scores) @ values in one sweep over key blocks (FlashAttention)",
+             _grade_online_softmax,
+             "per row keep m (max so far), l (sum of exp(s - m)) and acc (sum of exp(s - m) * v); "
+             "when m grows, multiply l and acc by exp(m_old - m_new); shift a row whose m is still "
+             "-inf by 0, and divide by l only where l > 0"),
 ]}

@@ -12,7 +12,14 @@ The computation, for inputs of shape (B, *index_dims, features):
 Masks are combined into one boolean array laid out like the scores (size-1 axes broadcast).
 A query position that may see no key at all gets all-zero probabilities, so its output is
 just the output bias. Keras gives zeros on its explicit-softmax path but a uniform row on
-its fused path; we give zeros on every path, and there is only one path.
+its fused path; we give zeros on every path.
+
+Two paths compute steps 2-4: the fused dense node (ops/attention.py), which forms the scores,
+and, for long sequences or ``flash_attention=True``, the blocked kernel
+(kernels/blocked_attention.py), which never does; they agree to float rounding, dropout mask
+included. ``flash_attention=None`` picks the blocked one when the probabilities are not
+requested and T * S is at least ``AUTO_MIN_SCORES`` (measured); under ``tm.use_kernels(False)``
+the dense path always runs.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import string
 import numpy as np
 
 from .. import backend, constraints, initializers, regularizers
+from ..kernels import blocked_attention, kernels_enabled
 from ..ops import attention
 from ..tensor import Tensor
 from .base import Layer, weight_settings_config
@@ -64,7 +72,8 @@ class MultiHeadAttention(Layer):
                  output_shape=None, attention_axes=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
-                 use_gate=False, sliding_window=None, seed=None, name=None, dtype="float32"):
+                 use_gate=False, sliding_window=None, flash_attention=None, seed=None, name=None,
+                 dtype="float32"):
         heads = _positive_int(num_heads, "num_heads")
         kdim = _positive_int(key_dim, "key_dim")
         vdim = _positive_int(value_dim, "value_dim", optional=True)
@@ -94,6 +103,9 @@ class MultiHeadAttention(Layer):
                     f"or list of ints, got attention_axes={attention_axes!r}")
             attention_axes = tuple(int(a) for a in attention_axes)
         sliding_window = _positive_int(sliding_window, "sliding_window", optional=True)
+        if flash_attention is not None and not isinstance(flash_attention, (bool, np.bool_)):
+            raise ArgumentTypeError("MultiHeadAttention: flash_attention must be None (automatic), True or "
+                                    f"False, got flash_attention={flash_attention!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
             raise ValueError(f"MultiHeadAttention: seed must be a non-negative int or None, got seed={seed!r}")
         # Resolve every identifier before touching self, so a bad one leaves nothing half-made.
@@ -113,6 +125,7 @@ class MultiHeadAttention(Layer):
         self.output_shape = output_shape
         self.attention_axes = attention_axes
         self.sliding_window = sliding_window
+        self.flash_attention = None if flash_attention is None else bool(flash_attention)
         self.seed = None if seed is None else int(seed)
         self._sub = resolved  # the sub-layers' initializers, regularizers and constraints
         self._dropout_rng = None
@@ -234,11 +247,15 @@ class MultiHeadAttention(Layer):
         return mask if mask.dtype == bool else mask != 0
 
     def _attention_mask(self, q_shape, v_shape, axes, attention_mask, query_mask, value_mask,
-                        key_mask, use_causal_mask):
-        """Every mask ANDed into one boolean array shaped (or broadcastable) like the scores."""
+                        key_mask, use_causal_mask, blocked=False):
+        """Every mask ANDed into one boolean array shaped (or broadcastable) like the scores.
+
+        ``blocked``: the list of parts instead, not ANDed (each stays its own small shape) and
+        without the causal and sliding-window bands, which the blocked kernel makes per block.
+        """
         if (attention_mask is None and query_mask is None and value_mask is None and key_mask is None
-                and not use_causal_mask and self.sliding_window is None):
-            return None  # the common case, without building the position grids below
+                and (blocked or (not use_causal_mask and self.sliding_window is None))):
+            return [] if blocked else None  # the common case, without building the position grids below
         rank = len(q_shape)
         batch_axes = [a for a in range(rank - 1) if a not in axes]
         batch_shape = tuple(q_shape[a] for a in batch_axes)
@@ -282,6 +299,8 @@ class MultiHeadAttention(Layer):
         for name, mask in (("value_mask", value_mask), ("key_mask", key_mask)):
             if mask is not None:
                 parts.append(place(mask, name, v_shape, False))
+        if blocked:
+            return parts
 
         # Causal and sliding-window masks compare flattened (row-major) positions, which for
         # one attention axis is the usual lower-triangular band, aligned top-left.
@@ -329,8 +348,9 @@ class MultiHeadAttention(Layer):
                 if len(self._fitting) > 256:
                     self._fitting.clear()
                 self._fitting.add(shapes)
+        blocked = self._use_blocked(query.shape, value.shape, axes, return_attention_scores)
         mask = self._attention_mask(query.shape, value.shape, axes, attention_mask, query_mask,
-                                    value_mask, key_mask, bool(use_causal_mask))
+                                    value_mask, key_mask, bool(use_causal_mask), blocked)
         if not self.built:
             self.build(query.shape, value.shape, key.shape)
 
@@ -338,19 +358,49 @@ class MultiHeadAttention(Layer):
         q = self.query_dense(query)
         k = self.key_dense(key)
         v = self.value_dense(value)
-        # One graph node for scores, softmax, dropout and context (see ops/attention.py); the
-        # 1/sqrt(key_dim) scale goes onto the (B, T, H, D) query, not the larger scores.
-        context = attention(q, k, v, self._dot_equation, self._combine_equation, axis=self._softmax_axes,
-                            scale=1.0 / math.sqrt(self.key_dim), mask=mask,
-                            dropout_rate=self.dropout if training else 0.0,
-                            seed=self._generator() if training and self.dropout > 0 else None,
-                            return_probs=bool(return_attention_scores))
+        if blocked:
+            context = self._blocked_context(q, k, v, mask, bool(use_causal_mask), training)
+        else:
+            # One graph node for scores, softmax, dropout and context (see ops/attention.py); the
+            # 1/sqrt(key_dim) scale goes onto the (B, T, H, D) query, not the larger scores.
+            context = attention(q, k, v, self._dot_equation, self._combine_equation, axis=self._softmax_axes,
+                                scale=1.0 / math.sqrt(self.key_dim), mask=mask,
+                                dropout_rate=self.dropout if training else 0.0,
+                                seed=self._generator() if training and self.dropout > 0 else None,
+                                return_probs=bool(return_attention_scores))
         if return_attention_scores:
             context, probs = context
         if gate is not None:
             context = context * gate
         out = self.output_dense(context)
         return (out, probs) if return_attention_scores else out
+
+    def _use_blocked(self, q_shape, v_shape, axes, return_attention_scores) -> bool:
+        """Whether this call runs the blocked (flash) kernel; see ``flash_attention``."""
+        if self.flash_attention and return_attention_scores:
+            raise ValueError("MultiHeadAttention: return_attention_scores=True needs the attention "
+                             "probabilities, which flash_attention=True never forms; use "
+                             "flash_attention=None or False to get them")
+        if return_attention_scores or self.flash_attention is False or not kernels_enabled():
+            return False
+        if self.flash_attention:
+            return True
+        scores = math.prod(q_shape[a] for a in axes) * math.prod(v_shape[a] for a in axes)
+        return scores >= blocked_attention.AUTO_MIN_SCORES
+
+    def _blocked_context(self, q, k, v, masks, causal, training):
+        """The context from the blocked kernel: projected (B, *index, H, D) in and out."""
+        r = q.ndim
+        batch = [i for i in range(r - 1) if i not in self._axes]  # B, other index axes, heads
+        perm = tuple(batch + list(self._axes) + [r - 1])
+        layout = (perm, perm, perm, tuple(q.shape[i] for i in batch),
+                  tuple(q.shape[i] for i in self._axes), tuple(k.shape[i] for i in self._axes))
+        rate = self.dropout if training else 0.0
+        # one key per call from the same stream as the dense path, so both draw the same mask
+        key = backend.random_key(self._generator()) if rate > 0 else None
+        return blocked_attention.blocked_attention(
+            q, k, v, layout, scale=1.0 / math.sqrt(self.key_dim), masks=masks, causal=causal,
+            window=self.sliding_window, rate=rate, random_key=key)
 
     def _generator(self):
         """The layer's own dropout stream when seeded (advancing each call, as Keras'), else shared."""
@@ -375,6 +425,7 @@ class MultiHeadAttention(Layer):
             "output_shape": None if self.output_shape is None else list(self.output_shape),
             "attention_axes": None if self.attention_axes is None else list(self.attention_axes),
             "sliding_window": self.sliding_window,
+            "flash_attention": self.flash_attention,
             **weight_settings_config(sub, "kernel", "bias"),
             "activity_regularizer": regularizers.serialize(sub["activity_regularizer"]),
             "seed": self.seed,
