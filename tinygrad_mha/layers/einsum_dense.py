@@ -13,8 +13,7 @@ import math
 import re
 
 from .. import constraints, initializers, regularizers
-from ..ops import einsum, relu, sigmoid, tanh
-from ..ops.linalg import TensorDot
+from ..ops import einsum, relu, sigmoid, tanh, tensordot
 from .base import Layer, weight_settings_config
 
 ACTIVATIONS = {None: None, "linear": None, "sigmoid": sigmoid, "relu": relu, "tanh": tanh}
@@ -162,14 +161,10 @@ class EinsumDense(Layer):
             self.build(x.shape)
         else:
             self.check_input_shape(x.shape, "inputs")
-        if self._tensordot_axes is not None:  # one matrix product, its bias added in place
-            # The node directly: the checks above are all that tensordot() would check (the
-            # contracted sizes; kernel and bias were built to fit), and at small sizes
-            # checking twice cost a fifth of the projection.
-            weights = (self.kernel,) if self.bias is None else (self.kernel, self.bias)
-            y = TensorDot.apply(x, *weights, n=self._tensordot_axes)
+        if self._tensordot_axes is not None:  # the same product, as tensordot (see its kernel)
+            y = tensordot(x, self.kernel, axes=self._tensordot_axes, bias=self.bias)
         else:
-            y = einsum(self.equation, x, self.kernel, bias=self.bias)  # bias added in place, in one op
+            y = einsum(self.equation, x, self.kernel, bias=self.bias)
         return y if self._activation_fn is None else self._activation_fn(y)
 
     def check_input_shape(self, shape, name: str) -> None:

@@ -10,7 +10,8 @@ from .reduce import max, mean, min, sum, sum_to, var
 from .shape import (broadcast_to, concatenate, expand_dims, getitem, reshape, squeeze, stack,
                     swapaxes, transpose)
 
-__all__ = ["abs", "add", "attention", "broadcast_to", "compare", "concatenate", "div", "dropout", "einsum", "exp",
-           "expand_dims", "getitem", "log", "log_softmax", "matmul", "max", "mean", "min", "mul",
-           "neg", "pow", "relu", "reshape", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "sub",
-           "sum", "sum_to", "swapaxes", "tanh", "tensordot", "transpose", "var", "where"]
+__all__ = ["abs", "add", "attention", "broadcast_to", "compare", "concatenate", "div", "dropout",
+           "einsum", "exp", "expand_dims", "getitem", "log", "log_softmax", "matmul", "max",
+           "mean", "min", "mul", "neg", "pow", "relu", "reshape", "sigmoid", "softmax", "sqrt",
+           "squeeze", "stack", "sub", "sum", "sum_to", "swapaxes", "tanh", "tensordot",
+           "transpose", "var", "where"]
