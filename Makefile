@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench plots clean notebooks
+.PHONY: test test-reference demo bench plots clean notebooks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 test: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest
+
+# the suite again on the reference ops alone (tm.use_kernels(False) for the whole process);
+# tutorials, figures and the slow stress tests run once, in `make test`
+test-reference: $(STAMP)
+	TINYGRAD_MHA_KERNELS=0 KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" \
+		--ignore=tests/test_tutorials.py --ignore=tests/test_plotting.py
 
 demo: $(STAMP)
 	$(BIN)/python -m tinygrad_mha demo

@@ -80,6 +80,9 @@ def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
 
 def check_broadcast(shape, target, what: str) -> None:
     """Raise unless ``shape`` broadcasts to exactly ``target``."""
+    shape, target = tuple(shape), tuple(target)
+    if shape == target[len(target) - len(shape):]:  # target's trailing axes: it fits
+        return
     try:
         fits = np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
     except ValueError:
