@@ -107,8 +107,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def bench_cmd(args) -> int:
-    """Run benchmarks/bench_ops.py and bench_mha.py (those present), passing the extra arguments."""
-    scripts = [BENCHMARKS / name for name in ("bench_ops.py", "bench_mha.py") if (BENCHMARKS / name).exists()]
+    """Run benchmarks/bench_ops.py, bench_kernels.py and bench_mha.py (those present), passing
+    the extra arguments."""
+    names = ("bench_ops.py", "bench_kernels.py", "bench_mha.py")
+    scripts = [BENCHMARKS / name for name in names if (BENCHMARKS / name).exists()]
     if not scripts:
         print(f"no benchmark scripts found in {BENCHMARKS} (they live in the repository, not in "
               "an installed package)", file=sys.stderr)

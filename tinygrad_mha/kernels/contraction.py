@@ -7,9 +7,10 @@ diagonals, sums) go to ``xp.einsum``. A ``scale`` and a ``bias`` are applied whe
 least (as BLAS gemm's alpha and C), plans are cached per shape and layout, and when nothing
 records the backward, it runs the same contractions on plain arrays.
 
-What it buys (benchmarks/RESULTS.md, ops table, forward plus backward, medium size): the
-attention einsums at 1.0-1.05x hand-written NumPy matmuls, against 1.5-1.9x before the plans
-avoided copies, and several times that for unplanned ``np.einsum``.
+What it buys (``benchmarks/bench_kernels.py``, forward plus backward of the scaled attention
+scores einsum): the reference takes 1.9x its time at the small MultiHeadAttention size and
+1.2x at the medium one; the ops table of ``benchmarks/RESULTS.md`` puts the planned einsums at
+1.0-1.05x hand-written NumPy matmuls from the medium size on.
 """
 
 from __future__ import annotations
@@ -104,21 +105,7 @@ def _pair_plan(ta: str, tb: str, keep: str, shape_a: tuple, strides_a: tuple,
       percent slower than a contiguous block, but much cheaper than the copy it saves later.
     """
     if not any(c in tb and c not in keep for c in ta):
-        # Nothing to sum: a broadcast product (batch..., left..., 1...) * (batch..., 1..., right...)
-        # is cheaper than a matmul with K = 1.
-        size = dict(zip(ta, shape_a)) | dict(zip(tb, shape_b))
-        batch = [c for c in ta if c in tb]
-        left = [c for c in ta if c not in tb]
-        right = [c for c in tb if c not in ta]
-        return _PairPlan(
-            product=True, swap=False,
-            perm_a=_moved(tuple(ta.index(c) for c in batch + left)),
-            shape_a=tuple(size[c] for c in batch + left) + (1,) * len(right) if right else None,
-            perm_b=_moved(tuple(tb.index(c) for c in batch + right)),
-            shape_b=(tuple(size[c] for c in batch) + (1,) * len(left)
-                     + tuple(size[c] for c in right)) if left else None,
-            out_term="".join(batch + left + right))
-
+        return _product_plan(ta, tb, shape_a, shape_b)
     result = [c for c in dict.fromkeys(keep) if c in ta or c in tb]  # wanted order
     first_free = next((c for c in result if (c in ta) != (c in tb)), None)
     swap = first_free is not None and first_free not in ta
@@ -134,28 +121,7 @@ def _pair_plan(ta: str, tb: str, keep: str, shape_a: tuple, strides_a: tuple,
     summed = memory_order([c for c in ta if c in tb and c not in keep], ta, strides_a)
     prod = lambda letters: math.prod(size[c] for c in letters)  # noqa: E731
 
-    # Output order: ``result`` when its left and right letters each form one run in the order
-    # matmul produces them (always true for outputs like 'abcd' from 'ac|b|d'); else matmul's own.
-    joined = "".join(result)
-    if ("".join(left) in joined and "".join(right) in joined):
-        out_term = joined
-    else:
-        out_term = "".join(batch + left + right)
-    # The output's axes with the left run and the right run each merged into one axis, named
-    # "<M>" and "<N>" (more than one character, so never a letter); an empty run has length 1.
-    axes = []
-    for c in out_term:
-        if c in batch:
-            axes.append((c, size[c]))
-        elif left and c == left[0]:
-            axes.append(("<M>", prod(left)))
-        elif right and c == right[0]:
-            axes.append(("<N>", prod(right)))
-    axes += [(name, 1) for name, run in (("<M>", left), ("<N>", right)) if not run]
-    names = [name for name, _ in axes]
-    out_shape = tuple(size[c] for c in out_term)
-    out_grouped = tuple(n for _, n in axes)
-    out_perm = _moved(tuple(names.index(name) for name in batch + ["<M>", "<N>"]))
+    out_term, out_shape, out_grouped, out_perm = _output_layout(result, batch, left, right, size)
     perm_a = tuple(ta.index(c) for c in batch + left + summed)
     perm_b = tuple(tb.index(c) for c in batch + summed + right)
     shape_a = tuple(size[c] for c in batch) + (prod(left), prod(summed))
@@ -168,6 +134,48 @@ def _pair_plan(ta: str, tb: str, keep: str, shape_a: tuple, strides_a: tuple,
         shape_b=None if shape_b == tuple(size[tb[i]] for i in perm_b) else shape_b,
         out_shape=out_shape, out_grouped=out_grouped, out_perm=out_perm,
         regroup=out_grouped != out_shape, out_term=out_term)
+
+
+def _product_plan(ta: str, tb: str, shape_a: tuple, shape_b: tuple) -> _PairPlan:
+    """Nothing to sum: a broadcast product (batch..., left..., 1...) * (batch..., 1...,
+    right...) is cheaper than a matmul with K = 1."""
+    size = dict(zip(ta, shape_a)) | dict(zip(tb, shape_b))
+    batch = [c for c in ta if c in tb]
+    left = [c for c in ta if c not in tb]
+    right = [c for c in tb if c not in ta]
+    return _PairPlan(
+        product=True, swap=False,
+        perm_a=_moved(tuple(ta.index(c) for c in batch + left)),
+        shape_a=tuple(size[c] for c in batch + left) + (1,) * len(right) if right else None,
+        perm_b=_moved(tuple(tb.index(c) for c in batch + right)),
+        shape_b=(tuple(size[c] for c in batch) + (1,) * len(left)
+                 + tuple(size[c] for c in right)) if left else None,
+        out_term="".join(batch + left + right))
+
+
+def _output_layout(result: list, batch: list, left: list, right: list, size: dict):
+    """(out_term, out_shape, out_grouped, out_perm) of ``_PairPlan`` for a matmul pair."""
+    # Output order: ``result`` when its left and right letters each form one run in the order
+    # matmul produces them (always true for outputs like 'abcd' from 'ac|b|d'); else matmul's.
+    joined = "".join(result)
+    if "".join(left) in joined and "".join(right) in joined:
+        out_term = joined
+    else:
+        out_term = "".join(batch + left + right)
+    # The output's axes with the left run and the right run each merged into one axis, named
+    # "<M>" and "<N>" (more than one character, so never a letter); an empty run has length 1.
+    axes = []
+    for c in out_term:
+        if c in batch:
+            axes.append((c, size[c]))
+        elif left and c == left[0]:
+            axes.append(("<M>", math.prod(size[c] for c in left)))
+        elif right and c == right[0]:
+            axes.append(("<N>", math.prod(size[c] for c in right)))
+    axes += [(name, 1) for name, run in (("<M>", left), ("<N>", right)) if not run]
+    names = [name for name, _ in axes]
+    out_perm = _moved(tuple(names.index(name) for name in batch + ["<M>", "<N>"]))
+    return out_term, tuple(size[c] for c in out_term), tuple(n for _, n in axes), out_perm
 
 
 def _contract_pair(a, ta: str, b, tb: str, keep: str):

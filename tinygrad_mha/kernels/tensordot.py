@@ -1,11 +1,12 @@
 """Kernel for ``tensordot`` with a bias (reference: ``ops.linalg.tensordot``, an einsum
 plus a bias add): one graph node that is one matrix product on reshaped views.
 
-What it buys: every projection of a dense or attention layer has this form. The node skips
-the einsum parsing and planning, adds the bias in place, sums a per-feature bias gradient
-itself (one column sum instead of the engine's broadcast reduction), and when nothing records
-its backward multiplies plain arrays. Measured on the small MultiHeadAttention step
-(benchmarks/RESULTS.md): see the kernels/reference table there.
+Every projection of a dense or attention layer has this form. The node skips the einsum
+parsing, adds the bias in place, sums a per-feature bias gradient itself (one column sum
+instead of the engine's broadcast reduction: the one place a gradient is reduced outside the
+engine), and when nothing records, its backward multiplies plain arrays. What it buys
+(``benchmarks/bench_kernels.py``, forward plus backward of a query projection): the reference
+takes 2.0x its time at the small MultiHeadAttention size and 2.3x at the medium one.
 """
 
 from __future__ import annotations
