@@ -459,7 +459,8 @@ def _by_sequence(node) -> int:
 
 
 def _sum_to_shape(grad: Tensor, shape) -> Tensor:
-    """Undo broadcasting: sum ``grad`` down to ``shape`` (the single place this happens)."""
+    """Undo broadcasting: sum ``grad`` down to ``shape`` (the one place the reference ops'
+    gradients are reduced; see the module docstring for the one kernel that does it itself)."""
     return grad if grad.shape == shape else _ops.sum_to(grad, shape)  # recorded under create_graph
 
 
