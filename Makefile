@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-package
 
-.PHONY: test test-gpu demo bench plots clean notebooks book lab
+.PHONY: test test-reference test-gpu demo bench plots clean notebooks book lab
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 test: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest
+
+# the suite again on the reference ops alone (tm.use_kernels(False) for the whole process);
+# tutorials, figures and the slow stress tests run once, in `make test`
+test-reference: $(STAMP)
+	TINYGRAD_MHA_KERNELS=0 KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" \
+		--ignore=tests/test_tutorials.py --ignore=tests/test_plotting.py
 
 # the whole suite with real CuPy on the GPU: the gpu extra (cupy-cuda12x) on top of dev, and
 # TM_FAKE_CUDA=0 so no "cuda" case falls back to the NumPy stand-in; stops first without a GPU

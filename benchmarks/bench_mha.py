@@ -208,10 +208,13 @@ def framework_grads(layer, xt):
     return {"x": xt.grad, **{n: wt.grad for n, wt in zip(WEIGHTS, layer.weights)}}
 
 
-def framework_step(layer, xt, Rt):
+def framework_step(layer, xt, Rt, kernels=True):
+    """The framework's step; ``kernels=False`` runs it on the reference ops
+    (``tm.use_kernels(False)``), to show what the kernels buy."""
     held = [None]
     weights = layer.weights
 
+    @tm.use_kernels(kernels)
     def run():
         held[0] = None
         xt.zero_grad()
@@ -315,7 +318,8 @@ def setup_size(size, rng):
     R = rng.standard_normal((B, T, E), dtype=np.float32)
     xt, Rt = tm.Tensor(x, requires_grad=True), tm.Tensor(R)
     steps = {"numpy separate": numpy_step(x, R, w, False), "numpy fused": numpy_step(x, R, w, True),
-             "tinygrad_mha": framework_step(layer, xt, Rt)}
+             "tinygrad_mha": framework_step(layer, xt, Rt),
+             "tinygrad_mha reference": framework_step(layer, xt, Rt, kernels=False)}
     # Float32 checks before any timing: both NumPy variants and the framework agree.
     ref_loss, ref = numpy_mha_step(x.astype(np.float64), R.astype(np.float64),
                                    {n: a.astype(np.float64) for n, a in w.items()})
@@ -323,9 +327,10 @@ def setup_size(size, rng):
         loss, got = steps[name]()
         assert_close(loss, ref_loss, f"{name} loss ({size})")
         check_gradients(got, ref, name, size)
-    loss = steps["tinygrad_mha"]()
-    assert_close(loss.item(), ref_loss, f"tinygrad_mha loss ({size})")
-    check_gradients(framework_grads(layer, xt), ref, "tinygrad_mha", size)
+    for name in ("tinygrad_mha reference", "tinygrad_mha"):  # (the framework's grads last)
+        loss = steps[name]()
+        assert_close(loss.item(), ref_loss, f"{name} loss ({size})")
+        check_gradients(framework_grads(layer, xt), ref, name, size)
     if torch is not None:
         run, grads = torch_step(x, R, w, ARGS.threads)
         run()
@@ -359,6 +364,8 @@ def bench_size(size, rounds, rng, bar):
     mem = {k: peak_memory(steps[k]) for k in (ref, "tinygrad_mha")}
     row = {"size": size, "shape": SIZES[size], "numpy_ms": med[ref], "ref": ref.split()[1],
            "other_ms": med[other], "tm_ms": med["tinygrad_mha"], "ratio": med["tinygrad_mha"] / med[ref],
+           "reference_ms": med["tinygrad_mha reference"],
+           "reference_ratio": med["tinygrad_mha reference"] / med[ref],
            "numpy_mib": mem[ref], "tm_mib": mem["tinygrad_mha"],
            "mem_ratio": mem["tinygrad_mha"] / mem[ref]}
     if "torch" in med:
@@ -369,16 +376,19 @@ def bench_size(size, rounds, rng, bar):
 # ---------------------------------------------------------------- reporting
 def table(rows) -> str:
     with_torch = any("torch_ms" in r for r in rows)
-    head = ("| size | (B,T,E,H) | numpy step ms | numpy ref | other numpy ms | tinygrad_mha step ms | time ratio |"
+    head = ("| size | (B,T,E,H) | numpy step ms | numpy ref | other numpy ms | tinygrad_mha step ms"
+            " | time ratio | reference ops ms | reference ratio |"
             + (" torch step ms | ratio to torch |" if with_torch else "")
             + " numpy peak MiB | tinygrad_mha peak MiB | memory ratio |")
-    lines = [head, "|---|---|---:|---|---:|---:|---:|" + ("---:|---:|" if with_torch else "") + "---:|---:|---:|"]
+    lines = [head, "|---|---|---:|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if with_torch else "")
+             + "---:|---:|---:|"]
     for r in rows:
         torch_cells = ""
         if with_torch:
             torch_cells = (f" {r['torch_ms']:.3f} | {r['torch_ratio']:.2f}x |" if "torch_ms" in r else " - | - |")
         lines.append(f"| {r['size']} | {','.join(map(str, r['shape']))} | {r['numpy_ms']:.3f} | {r['ref']} | "
-                     f"{r['other_ms']:.3f} | {r['tm_ms']:.3f} | {r['ratio']:.2f}x |{torch_cells} "
+                     f"{r['other_ms']:.3f} | {r['tm_ms']:.3f} | {r['ratio']:.2f}x | "
+                     f"{r['reference_ms']:.3f} | {r['reference_ratio']:.2f}x |{torch_cells} "
                      f"{r['numpy_mib']:.2f} | {r['tm_mib']:.2f} | {r['mem_ratio']:.2f}x |")
     return "\n".join(lines)
 
@@ -428,10 +438,16 @@ Machine: {machine()}.
 
 {table(rows)}
 
+*tinygrad_mha step* runs the kernels (`tinygrad_mha/kernels/`, the default); *reference ops*
+is the same step under `tm.use_kernels(False)`, on the reference definitions in
+`tinygrad_mha/ops/` that the tutorials print, timed in the same interleaved rounds. Their
+ratio is what the kernels buy. The machine is shared (2 cores, other jobs running), so
+absolute times are noisy; ratios measured in the same rounds are the figures to read.
+
 Targets (issue 6: time <= 1.15x NumPy at medium and large, <= 1.5x at small; memory <= 1.3x):
 {verdict(rows)}
 
-How to read it: the step records 7 ops forward (three projections, each one `TensorDot` node
+How to read it (kernels): the step records 7 ops forward (three projections, each one `TensorDot` node
 that is one matrix product plus its bias; one attention node for scores, softmax and context;
 the output projection; the loss' product and sum). Without create_graph nothing records a
 backward, so the projection gradients, the attention gradients and the bias sums run straight

@@ -219,7 +219,7 @@ How to read it: `bmm` makes the very same NumPy calls on both sides, so its rati
 noise floor plus the engine's fixed cost per forward+backward (graph recording, backward
 bookkeeping: about 0.07 ms of Python on this machine). That fixed cost is why the small size sits near
 2x; from the medium size on, the einsum ratios show that the contractions themselves run at
-NumPy's speed (no copies; see `_pair_plan` in `tinygrad_mha/ops/einsum.py`).
+NumPy's speed (no copies; see `_pair_plan` in `tinygrad_mha/kernels/contraction.py`).
 
 Reproduce: `make bench` or `python benchmarks/bench_ops.py [--threads N] [--quick]`.
 """

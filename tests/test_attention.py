@@ -1,10 +1,11 @@
-"""tm.ops.attention: the fused node agrees with the same steps recorded one by one."""
+"""tm.ops.attention: the fused node (a kernel) agrees with the same steps recorded one by one
+(the reference composition)."""
 
 import numpy as np
 import pytest
 
 import tinygrad_mha as tm
-from tinygrad_mha.ops.attention import Attention
+from tinygrad_mha.kernels.fused_attention import Attention
 
 DOT, COMBINE = "bshd,bthd->bhts", "bhts,bshd->bthd"
 
@@ -93,6 +94,7 @@ def test_gradients_for_some_inputs_only(wanted):
     assert tm.gradcheck(fn, [inputs[i] for i in wanted])
 
 
+@tm.use_kernels(True)
 def test_fused_node_keeps_probabilities_not_scores():
     q, k, v = _inputs(np.random.default_rng(5))
     out = tm.ops.attention(q, k, v, DOT, COMBINE, mask=MASK)
@@ -101,6 +103,7 @@ def test_fused_node_keeps_probabilities_not_scores():
     assert node.probs.shape == (2, 2, 3, 4) and node.keep is None
 
 
+@tm.use_kernels(True)
 def test_equation_outside_the_fused_form_uses_separate_ops():
     """A letter summed inside the key alone (e) has a gradient that is broadcast, not contracted:
     the separate einsums handle it, and the result is still right."""

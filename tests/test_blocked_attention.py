@@ -16,6 +16,14 @@ from tinygrad_mha.kernels import blocked_attention as ba
 from tinygrad_mha.kernels import use_kernels
 
 
+@pytest.fixture(autouse=True)
+def kernels_on():
+    """These tests are about the kernel: they run it also when CI's second pass turns kernels
+    off for the process (TINYGRAD_MHA_KERNELS=0), where the dense reference is what runs."""
+    with use_kernels(True):
+        yield
+
+
 @pytest.fixture
 def small_blocks(monkeypatch):
     monkeypatch.setattr(ba, "BLOCK_Q", 3)

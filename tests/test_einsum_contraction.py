@@ -4,7 +4,8 @@
 memory order, batch axes left separate, results written straight into the requested order).
 These tests feed it the layouts that take each branch: non-contiguous, transposed, reversed
 and broadcast operands, outputs in every order, operands that must be swapped, and more
-than two operands. NumPy's own ``einsum`` is the reference.
+than two operands. NumPy's own ``einsum`` is the reference. The planner is a kernel
+(``kernels/contraction.py``): these tests run with kernels on in either mode.
 """
 
 import importlib
@@ -13,6 +14,12 @@ import numpy as np
 import pytest
 
 import tinygrad_mha as tm
+
+
+@pytest.fixture(autouse=True)
+def _planner():
+    with tm.use_kernels(True):
+        yield
 
 ATTENTION = [  # as Keras MultiHeadAttention writes them
     ("abc,cde->abde", [(2, 5, 6), (6, 3, 4)]),        # q/k/v projection
@@ -106,7 +113,7 @@ def test_empty_contraction_gives_zeros():
 
 
 def test_plans_are_cached_per_layout():
-    module = importlib.import_module("tinygrad_mha.ops.einsum")  # ops.einsum is the function
+    module = importlib.import_module("tinygrad_mha.kernels.contraction")
     x = np.ones((2, 3, 4))
     module._pair_plan.cache_clear()
     module._direct_plan.cache_clear()

@@ -5,7 +5,7 @@ import pytest
 
 import tinygrad_mha as tm
 from tinygrad_mha.layers.einsum_dense import EinsumDense, tensordot_axes
-from tinygrad_mha.ops.linalg import TensorDot
+from tinygrad_mha.kernels.tensordot import TensorDot
 
 CASES = [  # a's shape, b's shape, axes, bias shape (None: no bias)
     ((2, 3, 4), (4, 5), 1, (5,)),
@@ -125,6 +125,7 @@ def test_which_equations_are_a_tensordot(equation, axes):
     ("...b,bc->...c", (3,), "c", (2, 4, 5)),
     ("ab...,bc->ac...", (3,), "c", (2, 4, 5)),  # the general einsum path
 ])
+@tm.use_kernels(True)
 def test_einsum_dense_gives_the_einsum_answer_on_either_path(equation, out_shape, bias_axes, in_shape, rng):
     layer = EinsumDense(equation, out_shape, bias_axes=bias_axes, bias_initializer="random_normal",
                         dtype="float64")

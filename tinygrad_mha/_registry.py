@@ -29,7 +29,8 @@ class Registry:
             raise ValueError(f"unknown {self.kind} {name!r}; known names are: {known}") from None
 
     def get(self, identifier):
-        """None, a name, a config dict, an instance, a class or a callable -> an object (or None)."""
+        """None, a name, a config dict, an instance, a class or a callable -> an object (or
+        None)."""
         if identifier is None:
             return None
         if isinstance(identifier, str):
@@ -57,7 +58,8 @@ class Registry:
         return {"class_name": type(obj).__name__, "config": obj.get_config()}
 
     def deserialize(self, config):
-        """The inverse of ``serialize``; extra Keras keys ("module", "registered_name") are ignored."""
+        """The inverse of ``serialize``; extra Keras keys ("module", "registered_name") are
+        ignored."""
         if isinstance(config, str):
             return self.lookup(config)()
         if not isinstance(config, dict):
@@ -67,5 +69,6 @@ class Registry:
             raise ValueError(f"{self.kind} config needs a 'class_name' string, got {config!r}")
         inner = config.get("config") or {}
         if not isinstance(inner, dict):
-            raise TypeError(f"{self.kind} config['config'] must be a dict, got {type(inner).__name__}")
+            raise TypeError(f"{self.kind} config['config'] must be a dict, "
+                            f"got {type(inner).__name__}")
         return self.lookup(config["class_name"]).from_config(dict(inner))

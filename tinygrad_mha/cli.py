@@ -103,8 +103,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def bench_cmd(args) -> int:
-    """Run benchmarks/bench_ops.py, bench_mha.py and bench_long.py (those present), passing the extra arguments."""
-    scripts = [BENCHMARKS / name for name in ("bench_ops.py", "bench_mha.py", "bench_long.py") if (BENCHMARKS / name).exists()]
+    """Run benchmarks/bench_ops.py, bench_kernels.py, bench_mha.py and bench_long.py (those
+    present), passing the extra arguments."""
+    names = ("bench_ops.py", "bench_kernels.py", "bench_mha.py", "bench_long.py")
+    scripts = [BENCHMARKS / name for name in names if (BENCHMARKS / name).exists()]
     if not scripts:
         print(f"bench needs a clone of the repository: the benchmark scripts (benchmarks/bench_ops.py, "
               f"bench_mha.py) are not part of the installed package, and there are none in "

@@ -44,7 +44,8 @@ def _check_axis(axis):
 
 
 def _check_bound(value, name: str):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or value < 0:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value)
+            or value < 0):
         raise ValueError(f"{name} must be a non-negative number, got {name}={value!r}")
     return value
 
@@ -108,7 +109,8 @@ class MinMaxNorm(Constraint):
         w = _array(w)
         xp = array_module(w)
         norms = _norms(w, self.axis)
-        desired = self.rate * xp.clip(norms, self.min_value, self.max_value) + (1 - self.rate) * norms
+        clipped = xp.clip(norms, self.min_value, self.max_value)
+        desired = self.rate * clipped + (1 - self.rate) * norms
         return (w * (desired / (EPSILON + norms))).astype(w.dtype, copy=False)
 
     def get_config(self):

@@ -38,7 +38,8 @@ def _check_inputs(fn, inputs, eps, atol, rtol):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"gradcheck: {name} must be a {low} number, got {name}={value!r}")
         if not math.isfinite(value) or value < 0 or (name == "eps" and value == 0):
-            raise ValueError(f"gradcheck: {name} must be a finite {low} number, got {name}={value!r}")
+            raise ValueError(f"gradcheck: {name} must be a finite {low} number, "
+                             f"got {name}={value!r}")
     if isinstance(inputs, Tensor):
         inputs = (inputs,)
     inputs = tuple(inputs)
@@ -110,7 +111,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
         if not np.all(error <= allowed):  # NaN on either side fails here too
             bad = np.where(np.isnan(error), np.inf, error - allowed)
             worst = np.unravel_index(int(np.argmax(bad)), bad.shape)
-            where = "along a random direction" if fast else f"at index {tuple(int(w) for w in worst)}"
+            where = ("along a random direction" if fast
+                     else f"at index {tuple(int(w) for w in worst)}")
             message = (f"gradcheck failed for input {i} (shape {inputs[i].shape}) {where}: "
                        f"analytic {a_host[worst]:.10g} vs numeric {numeric[worst]:.10g}, "
                        f"absolute error {error[worst]:.3g}, relative error "
@@ -137,7 +139,8 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
         v = Tensor(rng.standard_normal(probe.shape).astype(probe.dtype), requires_grad=True,
                    device=probe.device)
     else:
-        v = grad_outputs if isinstance(grad_outputs, Tensor) else Tensor(grad_outputs, device=probe.device)
+        v = (grad_outputs if isinstance(grad_outputs, Tensor)
+             else Tensor(grad_outputs, device=probe.device))
         v = Tensor(v.data.copy(), requires_grad=True)
 
     def first_order(*args):

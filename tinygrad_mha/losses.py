@@ -8,7 +8,8 @@ from .tensor import Tensor
 
 
 def mean_squared_error(y_true, y_pred) -> Tensor:
-    """mean((y_pred - y_true)**2) over every element (Keras's MSE with its default mean reduction)."""
+    """mean((y_pred - y_true)**2) over every element (Keras's MSE with its default mean
+    reduction)."""
     y_pred = as_tensor(y_pred)
     y_true = _on_device(y_true, y_pred)
     if y_true.shape != y_pred.shape:
@@ -32,18 +33,20 @@ def softmax_cross_entropy(logits, labels, axis=-1) -> Tensor:
     if labels.dtype.kind in "iu":
         expected = logits.shape[:axis] + logits.shape[axis + 1:]
         if labels.shape != expected:
-            raise ValueError(f"softmax_cross_entropy: integer labels must have shape {expected} (the "
-                             f"logits' shape {logits.shape} without axis {axis}), got {labels.shape}")
+            raise ValueError(f"softmax_cross_entropy: integer labels must have shape {expected} "
+                             f"(the logits' shape {logits.shape} without axis {axis}), "
+                             f"got {labels.shape}")
         xp = labels.xp
         if labels.size and (int(labels.data.min()) < 0 or int(labels.data.max()) >= classes):
-            raise ValueError(f"softmax_cross_entropy: labels must be class indices in [0, {classes}), "
-                             f"got values from {int(labels.data.min())} to {int(labels.data.max())}")
+            low, high = int(labels.data.min()), int(labels.data.max())
+            raise ValueError(f"softmax_cross_entropy: labels must be class indices in "
+                             f"[0, {classes}), got values from {low} to {high}")
         class_ids = xp.arange(classes).reshape((classes,) + (1,) * (logits.ndim - 1 - axis))
         one_hot = xp.expand_dims(labels.data, axis) == class_ids
         labels = Tensor._wrap(one_hot.astype(logits.dtype))
     elif labels.shape != logits.shape:
-        raise ValueError(f"softmax_cross_entropy: one-hot or probability labels must have the logits' "
-                         f"shape {logits.shape}, got {labels.shape}")
+        raise ValueError(f"softmax_cross_entropy: one-hot or probability labels must have the "
+                         f"logits' shape {logits.shape}, got {labels.shape}")
     return -(labels * log_softmax(logits, axis=axis)).sum(axis).mean()
 
 

@@ -40,8 +40,11 @@ _BINARY_SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 4)), ((), (2
 _UNARY_SHAPES = [((3, 4),), ((),), ((1,),), ((2, 1, 3),)]
 # query position i (of 6, row-major over a 2x3 grid) attends to key positions j <= i, except
 # that query 0 attends to nothing (its probabilities are all zero)
-_GRID_MASK = ((np.arange(6)[:, None] >= np.arange(6)) & (np.arange(6) > 0)[:, None]).reshape(1, 2, 3, 2, 3)
-_MASK = np.array([[True, False, True, True], [False, False, False, False], [True, True, True, False]])
+_GRID_MASK = ((np.arange(6)[:, None] >= np.arange(6))
+              & (np.arange(6) > 0)[:, None]).reshape(1, 2, 3, 2, 3)
+_MASK = np.array([[True, False, True, True], [False, False, False, False],
+                  [True, True, True, False]])
+_DOT, _COMBINE = "bshd,bthd->bhts", "bhts,bshd->bthd"
 
 CATALOG: list[OpCase] = [
     *_cases("add", ops.add, _BINARY_SHAPES),
@@ -83,8 +86,10 @@ CATALOG: list[OpCase] = [
     *_cases("getitem_newaxis", lambda a: a[None, ..., 0], [((3, 4),)]),
     *_cases("matmul", ops.matmul, [((3, 4), (4, 2)), ((2, 3, 4), (4, 5)), ((4,), (4, 3)),
                                    ((3, 4), (4,)), ((4,), (4,)), ((2, 1, 3, 4), (3, 4, 2))]),
-    *_cases("tensordot", lambda a, b: ops.tensordot(a, b, 1), [((2, 3, 4), (4, 5)), ((3,), (3, 2))]),
-    *_cases("tensordot_2_axes", lambda a, b: ops.tensordot(a, b, 2), [((2, 3, 4), (3, 4, 5)), ((3, 4), (3, 4))]),
+    *_cases("tensordot", lambda a, b: ops.tensordot(a, b, 1),
+            [((2, 3, 4), (4, 5)), ((3,), (3, 2))]),
+    *_cases("tensordot_2_axes", lambda a, b: ops.tensordot(a, b, 2),
+            [((2, 3, 4), (3, 4, 5)), ((3, 4), (3, 4))]),
     *_cases("tensordot_bias", lambda a, b, c: ops.tensordot(a, b, 1, bias=c),
             [((2, 3, 4), (4, 2, 5), (2, 5)), ((2, 3, 4), (4, 2, 5), (2, 1)), ((3, 4), (4, 2), ())]),
     *_cases("einsum_matmul", lambda a, b: ops.einsum("ij,jk->ik", a, b), [((3, 4), (4, 2))]),
@@ -110,14 +115,16 @@ CATALOG: list[OpCase] = [
     *_cases("dropout", lambda a: ops.dropout(a, 0.4, seed=7), [((3, 4),), ((2, 3, 4),)]),
     # attention: the fused node (one axis; two joint axes with a mask and dropout), and the
     # separately recorded path that return_probs takes
-    *_cases("attention", lambda q, k, v: ops.attention(q, k, v, "bshd,bthd->bhts", "bhts,bshd->bthd",
-                                                       scale=0.5), [((2, 3, 2, 4), (2, 5, 2, 4), (2, 5, 2, 3))]),
+    *_cases("attention", lambda q, k, v: ops.attention(q, k, v, _DOT, _COMBINE, scale=0.5),
+            [((2, 3, 2, 4), (2, 5, 2, 4), (2, 5, 2, 3))]),
     *_cases("attention_2d_mask_dropout",
-            lambda q, k, v: ops.attention(q, k, v, "bxyd,buvd->buvxy", "buvxy,bxyd->buvd", axis=(3, 4),
+            lambda q, k, v: ops.attention(q, k, v, "bxyd,buvd->buvxy", "buvxy,bxyd->buvd",
+                                          axis=(3, 4),
                                           mask=_GRID_MASK, dropout_rate=0.3, seed=5),
             [((2, 2, 3, 2), (2, 2, 3, 2), (2, 2, 3, 3))]),
-    *_cases("attention_probs", lambda q, k, v: ops.attention(q, k, v, "bshd,bthd->bhts", "bhts,bshd->bthd",
-                                                             mask=_MASK[:, :3], return_probs=True)[1],
+    *_cases("attention_probs", lambda q, k, v: ops.attention(q, k, v, _DOT, _COMBINE,
+                                                             mask=_MASK[:, :3],
+                                                             return_probs=True)[1],
             [((2, 3, 2, 4), (2, 3, 2, 4), (2, 3, 2, 3))]),
     *_cases("concatenate", lambda a, b: ops.concatenate([a, b], axis=1), [((3, 4), (3, 2))]),
     *_cases("stack", lambda a, b: ops.stack([a, b], axis=-1), [((3, 4), (3, 4)), ((), ())]),

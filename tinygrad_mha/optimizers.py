@@ -48,11 +48,11 @@ def _check_params(params) -> list:
         if not isinstance(p, Tensor):
             raise TypeError(f"params[{i}] must be a Tensor, got {type(p).__name__}")
         if not p.requires_grad:
-            raise ValueError(f"params[{i}] ({p.name or 'unnamed'}, shape {p.shape}) does not require "
-                             "grad, so it would never be updated")
+            raise ValueError(f"params[{i}] ({p.name or 'unnamed'}, shape {p.shape}) does not "
+                             "require grad, so it would never be updated")
         if not p.is_leaf:
-            raise ValueError(f"params[{i}] (shape {p.shape}) is not a leaf tensor; optimizers update "
-                             "leaves (parameters) only")
+            raise ValueError(f"params[{i}] (shape {p.shape}) is not a leaf tensor; optimizers "
+                             "update leaves (parameters) only")
         if id(p) in seen:
             raise ValueError(f"params[{i}] (shape {p.shape}) appears more than once")
         seen.add(id(p))

@@ -155,7 +155,8 @@ _REGISTRY = Registry("regularizer", Regularizer, {
 
 
 def get(identifier):
-    """None, a name ("l2", "L1L2", ...), a config dict, an instance or a callable -> a regularizer."""
+    """None, a name ("l2", "L1L2", ...), a config dict, an instance or a callable -> a
+    regularizer."""
     return _REGISTRY.get(identifier)
 
 

@@ -6,8 +6,10 @@ gradient of the output as a Tensor and returns one gradient per input, written w
 Because backward uses the library's own ops, recording it (``create_graph=True``) gives
 second derivatives with no extra code.
 
-The engine (``_backprop``) is the only place where gradients are summed and where
-broadcasting is undone, so each op states its derivative as if shapes always matched.
+The engine (``_backprop``) is the only place where the gradients a tensor gets from its
+consumers are summed and where broadcasting is undone, so each op states its derivative as if
+shapes always matched. (A kernel may return a gradient already summed to its input's shape,
+as ``kernels/tensordot.py`` does for a bias; the engine then has nothing left to undo.)
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def _canonical_dtype(dtype):
     except TypeError as exc:
         raise TypeError(f"dtype must be a NumPy dtype or its name, got {dtype!r}") from exc
     if dt.kind not in "fiub":
-        raise TypeError(f"dtype must be float16, float32, float64, an integer or bool dtype, got {dt}")
+        raise TypeError(f"dtype must be float16, float32, float64, an integer or bool dtype, "
+                        f"got {dt}")
     if dt.kind == "f" and dt not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float16, float32 or float64, got {dt}")
     return dt
@@ -83,13 +86,16 @@ def _as_array(data, dtype, device):
         array = backend.to_device(data, target)
     else:
         if isinstance(data, (str, bytes)) or data is None:
-            raise TypeError(f"Tensor data must be a number, a (nested) list or an array, got {type(data).__name__}")
+            raise TypeError(f"Tensor data must be a number, a (nested) list or an array, "
+                            f"got {type(data).__name__}")
         try:
             array = np.asarray(data)
         except ValueError as exc:  # a ragged nested list
-            raise ValueError(f"Tensor data must be a rectangular (nested) list or an array: {exc}") from exc
+            raise ValueError(f"Tensor data must be a rectangular (nested) list or an array: "
+                             f"{exc}") from exc
         if array.dtype.kind not in "fiub":
-            raise TypeError(f"Tensor data must be numeric or bool, got an array of dtype {array.dtype}")
+            raise TypeError(f"Tensor data must be numeric or bool, got an array of dtype "
+                            f"{array.dtype}")
         if device is not None and backend.check_device(device) != "cpu":
             array = backend.to_device(array, device)
     if dtype is not None and array.dtype != dtype:
@@ -265,7 +271,8 @@ class Tensor:
     T = property(lambda self: _ops.transpose(self))
 
     # ------------------------------------------------------------ autograd entry points
-    def backward(self, grad=None, retain_graph: bool | None = None, create_graph: bool = False) -> None:
+    def backward(self, grad=None, retain_graph: bool | None = None,
+                 create_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
 
         ``grad`` is the upstream gradient; it may be left out only for a one-element tensor.
@@ -332,7 +339,7 @@ class Function:
         out = fn.forward(*[t.data for t in inputs], **params)
         if not _GradMode.enabled:
             return Tensor._wrap(out)
-        for t in inputs:  # (a plain loop: any() over a generator costs five times as much)
+        for t in inputs:
             if t.requires_grad:
                 break
         else:
@@ -347,12 +354,13 @@ class Function:
 
     @property
     def output(self) -> Tensor:
-        """The Tensor this node produced; once that is gone, a new Tensor on the same node and data."""
+        """The Tensor this node produced; once that is gone, a new Tensor on the same node
+        and data."""
         out = self._output()
         if out is None:
             if "_output_data" not in self.__dict__:
-                raise RuntimeError(f"{type(self).__name__}.backward reads self.output, so the class "
-                                   "must not set uses_output = False")
+                raise RuntimeError(f"{type(self).__name__}.backward reads self.output, so the "
+                                   "class must not set uses_output = False")
             out = Tensor._wrap(self._output_data, True, self)
         return out
 
@@ -406,12 +414,14 @@ def _keep_needed(inputs, rule: str) -> tuple:
     """
     wanting = sum([t.requires_grad for t in inputs]) if rule == "others" else 0
     # for "others", t is needed when some input besides t wants a gradient
-    return tuple([t if t._ctx is None or wanting - t.requires_grad > 0 else _StandIn.of(t) for t in inputs])
+    return tuple([t if t._ctx is None or wanting - t.requires_grad > 0 else _StandIn.of(t)
+                  for t in inputs])
 
 
 # ---------------------------------------------------------------- the engine
 def _grad_key(t: Tensor):
-    """Who a gradient belongs to: a computed tensor's node (shared with its stand-ins), or a leaf."""
+    """Who a gradient belongs to: a computed tensor's node (shared with its stand-ins), or a
+    leaf."""
     return t._ctx if t._ctx is not None else t
 
 
@@ -449,12 +459,9 @@ def _by_sequence(node) -> int:
 
 
 def _sum_to_shape(grad: Tensor, shape) -> Tensor:
-    """Undo broadcasting: sum ``grad`` down to ``shape`` (the single place this happens)."""
-    if grad.shape == shape:
-        return grad
-    if _GradMode.enabled:  # create_graph: a recorded op
-        return _ops.sum_to(grad, shape)
-    return Tensor._wrap(_ops.reduce.sum_to_array(grad.data, shape))  # the same sum, without a graph node
+    """Undo broadcasting: sum ``grad`` down to ``shape`` (the one place the reference ops'
+    gradients are reduced; see the module docstring for the one kernel that does it itself)."""
+    return grad if grad.shape == shape else _ops.sum_to(grad, shape)  # recorded under create_graph
 
 
 def _backprop(roots, root_grads, retain_graph=False, create_graph=False, capture=None):
@@ -465,57 +472,29 @@ def _backprop(roots, root_grads, retain_graph=False, create_graph=False, capture
     instead (as ``tm.grad`` does) and no ``.grad`` is touched.
     """
     nodes = _graph_nodes(roots)  # raises before anything changes if the graph was freed
-    grads: dict = {}  # by _grad_key: a node, or a leaf tensor
+    sums = _GradientSums(create_graph)
     for root, g in zip(roots, root_grads):
-        key = _grad_key(root)
-        grads[key] = grads[key] + g if key in grads else g
+        sums.add(_grad_key(root), g)
     wanted = None if capture is None else {_grad_key(t) for t in capture}
     captured: dict = {}
-    summed = set()  # keys whose gradient is a sum this loop made: nobody else sees it yet
-
     previous = _GradMode.enabled
     _GradMode.enabled = create_graph  # record the backward ops only when asked to
     try:
         for node in nodes:
-            g = grads.pop(node, None)
+            g = sums.grads.pop(node, None)
             if g is None:  # the roots do not depend on this node after all
                 continue
-            if wanted is not None:
-                if node in wanted:
-                    captured[node] = g
-            else:
-                real = node._output()  # retain_grad was asked of the tensor itself, not a stand-in
-                if real is not None and real._retains_grad:
-                    real._grad = g if real._grad is None else real._grad + g
+            _hand_out(node, g, wanted, captured)
             input_grads = node.backward(g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for parent, pg in zip(node.inputs, input_grads):
-                if pg is None or not parent.requires_grad:
-                    continue
-                # the parent's array answers .shape and .dtype fastest; a stand-in keeps none
-                data, want = pg.data, parent.data if parent.data is not None else parent
-                if data.shape != want.shape:
-                    pg = _sum_to_shape(pg, want.shape)
-                if data.dtype != want.dtype:
-                    pg = pg.astype(want.dtype)
-                key = parent._ctx if parent._ctx is not None else parent  # _grad_key, inlined
-                if key not in grads:
-                    grads[key] = pg
-                elif create_graph:  # the sum is recorded, so it must be a new tensor
-                    grads[key] = grads[key] + pg
-                elif key in summed:
-                    # Add in place (a third contribution and on): this array is one the loop
-                    # made by summing, so no op and no caller holds it. (x in self-attention
-                    # gets three: from the query, key and value projections.)
-                    grads[key].data += pg.data
-                else:
-                    grads[key] = Tensor._wrap(grads[key].data + pg.data)
-                    summed.add(key)
+                if pg is not None and parent.requires_grad:
+                    sums.add(_grad_key(parent), _fit(pg, parent))
             if not retain_graph:
                 node.release()
         # Every node has taken its own gradient out: what is left belongs to leaves.
-        for leaf, g in grads.items():
+        for leaf, g in sums.grads.items():
             if wanted is None:
                 leaf._grad = g if leaf._grad is None else leaf._grad + g
             elif leaf in wanted:
@@ -523,6 +502,53 @@ def _backprop(roots, root_grads, retain_graph=False, create_graph=False, capture
     finally:
         _GradMode.enabled = previous
     return captured
+
+
+def _hand_out(node, g: Tensor, wanted, captured: dict) -> None:
+    """Give a node's finished gradient to whoever asked for it: ``tm.grad`` (``wanted``), or
+    the tensor itself when it asked to ``retain_grad`` (not a stand-in of it)."""
+    if wanted is not None:
+        if node in wanted:
+            captured[node] = g
+        return
+    real = node._output()
+    if real is not None and real._retains_grad:
+        real._grad = g if real._grad is None else real._grad + g
+
+
+def _fit(pg: Tensor, parent: Tensor) -> Tensor:
+    """An op's gradient for ``parent`` in the parent's shape (broadcasting undone) and dtype."""
+    # the parent's array answers .shape and .dtype fastest; a stand-in keeps none
+    want = parent.data if parent.data is not None else parent
+    if pg.data.shape != want.shape:
+        pg = _sum_to_shape(pg, want.shape)
+    if pg.data.dtype != want.dtype:
+        pg = pg.astype(want.dtype)
+    return pg
+
+
+class _GradientSums:
+    """The gradients flowing back, by ``_grad_key``, each the sum of its contributions."""
+
+    def __init__(self, create_graph: bool):
+        self.grads: dict = {}
+        self.create_graph = create_graph
+        self.summed = set()  # keys whose gradient is a sum made here: nobody else holds it
+
+    def add(self, key, g: Tensor) -> None:
+        grads = self.grads
+        if key not in grads:
+            grads[key] = g
+        elif self.create_graph:  # the sum is recorded, so it must be a new tensor
+            grads[key] = grads[key] + g
+        elif key in self.summed:
+            # Add in place (a third contribution and on): this array is one we made by
+            # summing, so no op and no caller holds it. (x in self-attention gets three:
+            # from the query, key and value projections.)
+            grads[key].data += g.data
+        else:
+            grads[key] = Tensor._wrap(grads[key].data + g.data)
+            self.summed.add(key)
 
 
 def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None):
@@ -553,8 +579,8 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
     retain = create_graph if retain_graph is None else retain_graph
     captured = _backprop(roots, seeds, retain_graph=retain, create_graph=create_graph,
                          capture=inputs) if roots else {}
-    return [captured[_grad_key(t)] if _grad_key(t) in captured else Tensor._wrap(t.xp.zeros_like(t.data))
-            for t in inputs]
+    return [captured[_grad_key(t)] if _grad_key(t) in captured
+            else Tensor._wrap(t.xp.zeros_like(t.data)) for t in inputs]
 
 
 # The ops need Tensor and Function, so they are imported last (the methods above look

@@ -203,10 +203,12 @@ w.zero_grad()
 print("after zero_grad:", w.grad)
 
 # %% [markdown]
-# The loop that does all this is short enough to read in one go:
+# The loop that does all this is short enough to read in one go; after it, the class that
+# sums the gradients each tensor receives from its consumers:
 
 # %%
 print(inspect.getsource(tm.tensor._backprop))
+print(inspect.getsource(tm.tensor._GradientSums))
 
 # %% [markdown]
 # ## 5. Deep graphs: no recursion anywhere

@@ -144,8 +144,8 @@ print(inspect.getsource(tm.ops.reduce.SumTo))
 
 # %%
 print(inspect.getsource(tm.tensor._sum_to_shape))
-print("...called in _backprop as:")
-print("\n".join(line for line in inspect.getsource(tm.tensor._backprop).splitlines() if "_sum_to_shape" in line))
+print("...called for every gradient that _backprop hands on, in:")
+print(inspect.getsource(tm.tensor._fit))
 
 # %% [markdown]
 # Since `sum_to` is itself an op (`SumTo`, whose backward is `broadcast_to`), the fix is

@@ -163,14 +163,17 @@ print("gradient of the diagonal (g = [1, -2, 3]):\n", A.grad)
 # %% [markdown]
 # ## 4. The engine's `Einsum`
 #
-# Here is the whole backward of `tm.einsum`. `_grad_for` is the rule; `reachable` handles
-# letters summed inside one operand; `_embed_diagonal` handles repeated letters with
-# identity matrices. Everything it calls is `Einsum.apply` or `broadcast_to`: Tensor ops,
-# recorded when `create_graph=True`.
+# Here is the reference `Einsum` op: its forward is the backend's `einsum`, and `grad_for`
+# is the rule; `reachable` handles letters summed inside one operand; `embed_diagonal`
+# handles repeated letters with identity matrices. Everything they call is `Einsum.apply`,
+# `reshape` or `broadcast_to`: Tensor ops, recorded when `create_graph=True`. (By default
+# `tm.einsum` runs a kernel, `tinygrad_mha/kernels/contraction.py`, that plans the same
+# contraction as batched matrix products; `with tm.use_kernels(False):` runs this code, and
+# the tests check that both give the same numbers.)
 
 # %%
 print(inspect.getsource(einsum_module.Einsum))
-print(inspect.getsource(einsum_module._embed_diagonal))
+print(inspect.getsource(einsum_module.embed_diagonal))
 
 # %% [markdown]
 # Because the backward is made of einsums, it can be differentiated again, with no second

@@ -34,7 +34,7 @@ import os
 import numpy as np
 
 import tinygrad_mha as tm
-from tinygrad_mha.ops.attention import Attention
+from tinygrad_mha.kernels.fused_attention import Attention
 from tinygrad_mha.plotting import attention_heatmaps, show
 
 SMALL = os.environ.get("TINYGRAD_MHA_SMALL", "0") not in ("", "0")
@@ -198,13 +198,17 @@ print(inspect.getsource(tm.MultiHeadAttention.call))
 # with a head axis added: `a` is the batch, `b` the query position, `e` the key position, `c`
 # the head and `d` the feature contracted away.
 #
-# `attention` records those steps as *one* graph node, `Attention`, whose backward is the
-# chain rule we just applied, written out once: the value gradient, the weights' gradient,
-# the softmax gradient (in place) and the two contractions for query and key. One node
-# instead of four saves the per-op bookkeeping, which at small sizes costs as much as the
-# arithmetic. Read its backward:
+# The reference `attention` (`tinygrad_mha/ops/attention.py`) is exactly those steps, and
+# its gradient is theirs, chained by the engine. By default a kernel
+# (`tinygrad_mha/kernels/fused_attention.py`) records them as *one* graph node, `Attention`,
+# whose backward is the chain rule we just applied, written out once: the value gradient,
+# the weights' gradient, the softmax gradient (in place) and the two contractions for query
+# and key. One node instead of four saves the per-op bookkeeping, which at small sizes costs
+# as much as the arithmetic; `with tm.use_kernels(False):` runs the reference instead, and
+# the tests check that both agree. Read the reference, then the kernel's backward:
 
 # %%
+print(inspect.getsource(tm.ops.attention))
 print(inspect.getsource(Attention.backward))
 
 # %%

@@ -86,8 +86,10 @@ for sub in (layer.query_dense, layer.key_dense, layer.value_dense, layer.output_
 #
 # All four equations have one shape: the input's last letters are the kernel's first, and
 # the output keeps the rest of each in order. That is `tm.tensordot(x, kernel, n)` with n = 1
-# or 2, a single `(B*T, F) @ (F, H*D)` matrix product on reshaped views, and `EinsumDense`
-# runs such equations that way (`tensordot_axes` decides; any other equation goes to einsum).
+# or 2, and `EinsumDense` runs such equations that way (`tensordot_axes` decides; any other
+# equation goes to einsum). Its reference is an einsum plus the bias; its kernel
+# (`tinygrad_mha/kernels/tensordot.py`) is a single `(B*T, F) @ (F, H*D)` matrix product on
+# reshaped views.
 #
 # ## 2. The layer, re-done in NumPy from its weights
 #

@@ -74,7 +74,7 @@ print(inspect.getsource(backend.xp_for))
 # unchanged on both devices:
 
 # %%
-print(inspect.getsource(tm.ops.nn.softmax_array))
+print(inspect.getsource(tm.ops.nn.Softmax.forward))
 
 # %% [markdown]
 # CuPy is imported *lazily*, the first time someone asks for `"cuda"` (or hands over a CuPy

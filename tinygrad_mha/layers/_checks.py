@@ -26,6 +26,8 @@ def boolean(value, name: str, layer: str) -> bool:
 
 
 def non_negative_float(value, name: str, layer: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
-        raise ValueError(f"{layer}: {name} must be a non-negative finite number, got {name}={value!r}")
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value)
+            or value < 0):
+        raise ValueError(f"{layer}: {name} must be a non-negative finite number, "
+                         f"got {name}={value!r}")
     return float(value)

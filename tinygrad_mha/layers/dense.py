@@ -23,7 +23,8 @@ class Dense(Layer):
                  name=None, dtype="float32"):
         units = positive_int(units, "units", "Dense")
         if activation not in ACTIVATIONS and not callable(activation):
-            raise ValueError(f"Dense: activation must be one of {sorted(k for k in ACTIVATIONS if k)}, "
+            names = sorted(k for k in ACTIVATIONS if k)
+            raise ValueError(f"Dense: activation must be one of {names}, "
                              f"None or a callable, got activation={activation!r}")
         use_bias = boolean(use_bias, "use_bias", "Dense")
         # Resolve every identifier before touching self, so a bad one leaves nothing half-made.
@@ -68,7 +69,7 @@ class Dense(Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units,
-                "activation": self.activation if self.activation is None or isinstance(self.activation, str)
-                else None,
+                "activation": self.activation
+                if self.activation is None or isinstance(self.activation, str) else None,
                 "use_bias": self.use_bias,
                 **weight_settings_config(vars(self), "kernel", "bias")}

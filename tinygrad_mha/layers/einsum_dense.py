@@ -13,8 +13,7 @@ import math
 import re
 
 from .. import constraints, initializers, regularizers
-from ..ops import einsum, relu, sigmoid, tanh
-from ..ops.linalg import TensorDot
+from ..ops import einsum, relu, sigmoid, tanh, tensordot
 from .base import Layer, weight_settings_config
 
 ACTIVATIONS = {None: None, "linear": None, "sigmoid": sigmoid, "relu": relu, "tanh": tanh}
@@ -56,7 +55,8 @@ def analyze_equation(equation: str, bias_axes, input_shape, output_shape):
                                  f"{have}, but output_shape says {n}")
             n = have
         elif c not in k_spec:
-            raise ValueError(f"EinsumDense: output axis {c!r} is in neither the input nor the kernel")
+            raise ValueError(f"EinsumDense: output axis {c!r} is in neither the input nor the "
+                             "kernel")
         if n is None:
             raise ValueError(f"EinsumDense: output_shape must give the size of new axis {c!r}")
         out_sizes[c] = int(n)
@@ -84,8 +84,8 @@ def analyze_equation(equation: str, bias_axes, input_shape, output_shape):
         bias_shape = [out_sizes[c] if c in bias_axes else 1 for c in out_spec[first:]]
         if right:
             bias_shape += [1] * elided
-    contracted = {x_axes[c] - len(input_shape): input_shape[x_axes[c]] for c in k_spec if c in x_axes
-                  and c not in out_sizes}
+    contracted = {x_axes[c] - len(input_shape): input_shape[x_axes[c]]
+                  for c in k_spec if c in x_axes and c not in out_sizes}
     return (tuple(kernel_shape), None if bias_shape is None else tuple(bias_shape), tuple(full),
             tuple(fan_in_axes), tuple(fan_out_axes), contracted)
 
@@ -121,11 +121,13 @@ class EinsumDense(Layer):
         if not isinstance(equation, str):
             raise TypeError(f"EinsumDense: equation must be a str, got {equation!r}")
         if activation not in ACTIVATIONS and not callable(activation):
-            raise ValueError(f"EinsumDense: activation must be one of {sorted(k for k in ACTIVATIONS if k)}, "
+            names = sorted(k for k in ACTIVATIONS if k)
+            raise ValueError(f"EinsumDense: activation must be one of {names}, "
                              f"None or a callable, got {activation!r}")
         self.equation = equation
         self._tensordot_axes = tensordot_axes(equation)
-        self.partial_output_shape = (output_shape,) if isinstance(output_shape, int) else tuple(output_shape)
+        self.partial_output_shape = ((output_shape,) if isinstance(output_shape, int)
+                                     else tuple(output_shape))
         self.activation = activation
         self._activation_fn = activation if callable(activation) else ACTIVATIONS[activation]
         self.bias_axes = bias_axes
@@ -148,13 +150,14 @@ class EinsumDense(Layer):
             self.bias = self.add_weight("bias", bias_shape, self.bias_initializer,
                                         self.bias_regularizer, self.bias_constraint)
         self.input_rank, self._contracted = len(input_shape), contracted
-        self._fitting = set()  # input shapes check_input_shape has accepted
         # with a leading '...' any number of leading axes fits (einsum broadcasts them), as in Keras
-        self._min_rank = len(self.equation.split(",")[0]) - 3 if self.equation.startswith("...") else None
+        self._min_rank = (len(self.equation.split(",")[0]) - 3 if self.equation.startswith("...")
+                          else None)
         self.built = True
 
     def compute_output_shape(self, input_shape):
-        return analyze_equation(self.equation, self.bias_axes, input_shape, self.partial_output_shape)[2]
+        return analyze_equation(self.equation, self.bias_axes, input_shape,
+                                self.partial_output_shape)[2]
 
     def call(self, x):
         x = self._as_input(x, "inputs")
@@ -162,22 +165,17 @@ class EinsumDense(Layer):
             self.build(x.shape)
         else:
             self.check_input_shape(x.shape, "inputs")
-        if self._tensordot_axes is not None:  # one matrix product, its bias added in place
-            # The node directly: the checks above are all that tensordot() would check (the
-            # contracted sizes; kernel and bias were built to fit), and at small sizes
-            # checking twice cost a fifth of the projection.
-            weights = (self.kernel,) if self.bias is None else (self.kernel, self.bias)
-            y = TensorDot.apply(x, *weights, n=self._tensordot_axes)
+        if self._tensordot_axes is not None:  # the same product, as tensordot (see its kernel)
+            y = tensordot(x, self.kernel, axes=self._tensordot_axes, bias=self.bias)
         else:
-            y = einsum(self.equation, x, self.kernel, bias=self.bias)  # bias added in place, in one op
+            y = einsum(self.equation, x, self.kernel, bias=self.bias)
         return y if self._activation_fn is None else self._activation_fn(y)
 
     def check_input_shape(self, shape, name: str) -> None:
         """After build, the rank (but for a leading '...') and every contracted axis are fixed."""
         shape = tuple(shape)
-        if shape in self._fitting:  # seen before: a model calls with the same few shapes
-            return
-        rank_ok = len(shape) == self.input_rank if self._min_rank is None else len(shape) >= self._min_rank
+        rank_ok = (len(shape) == self.input_rank if self._min_rank is None
+                   else len(shape) >= self._min_rank)
         bad = not rank_ok or any(shape[a] != n for a, n in self._contracted.items())
         if bad:
             expected = ["*"] * self.input_rank
@@ -185,9 +183,6 @@ class EinsumDense(Layer):
                 expected[a] = n
             raise ValueError(f"{name} of shape {tuple(shape)} does not fit layer {self.name!r}, "
                              f"built for shape ({', '.join(map(str, expected))}) (* = any size)")
-        if len(self._fitting) > 256:
-            self._fitting.clear()
-        self._fitting.add(shape)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "equation": self.equation,

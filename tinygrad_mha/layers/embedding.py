@@ -45,12 +45,14 @@ class Embedding(Layer):
         """The ids as an integer backend array on the layer's device, range-checked."""
         data = inputs.data if isinstance(inputs, Tensor) else inputs
         if isinstance(data, (str, bytes)) or data is None:
-            raise TypeError(f"Embedding: inputs must be an integer array or Tensor, got {type(inputs).__name__}")
+            raise TypeError(f"Embedding: inputs must be an integer array or Tensor, "
+                            f"got {type(inputs).__name__}")
         ids = data if backend.is_cupy_array(data) else np.asarray(data)
         if ids.dtype.kind == "f":
             whole = ids == ids.astype(np.int64)
             if not bool(whole.all()):
-                raise TypeError("Embedding: inputs must be integer ids; got floats that are not whole numbers")
+                raise TypeError("Embedding: inputs must be integer ids; got floats that are not "
+                                "whole numbers")
             ids = ids.astype(np.int64)
         elif ids.dtype.kind not in "iu":
             raise TypeError(f"Embedding: inputs must be integer ids, got dtype {ids.dtype}")

@@ -26,11 +26,12 @@ class LayerNormalization(Layer):
                  gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
                  beta_constraint=None, gamma_constraint=None, activity_regularizer=None,
                  name=None, dtype="float32"):
-        axes = (axis,) if isinstance(axis, numbers.Integral) and not isinstance(axis, bool) else axis
+        single = isinstance(axis, numbers.Integral) and not isinstance(axis, bool)
+        axes = (axis,) if single else axis
         if (not isinstance(axes, (tuple, list)) or not axes
                 or any(isinstance(a, bool) or not isinstance(a, numbers.Integral) for a in axes)):
-            raise TypeError(f"LayerNormalization: axis must be an int or a non-empty list/tuple of ints, "
-                            f"got axis={axis!r}")
+            raise TypeError(f"LayerNormalization: axis must be an int or a non-empty list/tuple "
+                            f"of ints, got axis={axis!r}")
         epsilon = non_negative_float(epsilon, "epsilon", "LayerNormalization")
         center = boolean(center, "center", "LayerNormalization")
         scale = boolean(scale, "scale", "LayerNormalization")
@@ -55,7 +56,8 @@ class LayerNormalization(Layer):
                 raise ValueError(f"LayerNormalization: axis {a} is out of range for inputs of rank "
                                  f"{rank}; got axis={self.axis!r}")
             if a % rank in axes:
-                raise ValueError(f"LayerNormalization: axis={self.axis!r} names axis {a % rank} twice")
+                raise ValueError(f"LayerNormalization: axis={self.axis!r} names axis {a % rank} "
+                                 "twice")
             axes.append(a % rank)
         return tuple(sorted(axes))
 
@@ -83,15 +85,18 @@ class LayerNormalization(Layer):
         if not self.built:
             self.build(x.shape)
         elif x.ndim != self._rank or any(x.shape[a] != self._built_shape[a] for a in self._axes):
-            raise ValueError(f"LayerNormalization: layer {self.name!r} was built for inputs of shape "
-                             f"{self._built_shape} (normalising axes {self._axes}), got shape {x.shape}")
+            raise ValueError(f"LayerNormalization: layer {self.name!r} was built for inputs of "
+                             f"shape {self._built_shape} (normalising axes {self._axes}), "
+                             f"got shape {x.shape}")
         mean = x.mean(axis=self._axes, keepdims=True)
         var = x.var(axis=self._axes, keepdims=True)
         y = (x - mean) / (var + self.epsilon).sqrt()
         if self.gamma is not None:
-            y = y * (self.gamma if self._param_shape is None else self.gamma.reshape(self._param_shape))
+            y = y * (self.gamma if self._param_shape is None
+                     else self.gamma.reshape(self._param_shape))
         if self.beta is not None:
-            y = y + (self.beta if self._param_shape is None else self.beta.reshape(self._param_shape))
+            y = y + (self.beta if self._param_shape is None
+                     else self.beta.reshape(self._param_shape))
         return y
 
     def compute_output_shape(self, input_shape):

@@ -26,8 +26,10 @@ class Parameter(Tensor):
         """Replace the values in place (same shape and dtype), keeping the Parameter's identity."""
         array = self.xp.asarray(array)
         if array.shape != self.shape:
-            raise ValueError(f"cannot assign shape {array.shape} to parameter {self.name!r} of shape {self.shape}")
+            raise ValueError(f"cannot assign shape {array.shape} to parameter {self.name!r} "
+                             f"of shape {self.shape}")
         self.data[...] = array.astype(self.dtype, copy=False)
 
     def __repr__(self):
-        return f"Parameter(name={self.name!r}, shape={self.shape}, dtype={self.dtype}, device={self.device!r})"
+        return (f"Parameter(name={self.name!r}, shape={self.shape}, dtype={self.dtype}, "
+                f"device={self.device!r})")

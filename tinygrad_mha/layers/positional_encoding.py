@@ -31,7 +31,8 @@ def sinusoidal_table(length: int, dim: int, max_wavelength: float = 10000.0, sta
     """The (length, dim) float64 NumPy table PE[start_index : start_index + length]."""
     position = np.arange(start_index, start_index + length, dtype=np.float64)[:, None]
     i = np.arange(dim)
-    timescale = (1.0 / max_wavelength) ** ((2 * (i // 2)) / dim)  # one frequency per (sin, cos) pair
+    # one frequency per (sin, cos) pair
+    timescale = (1.0 / max_wavelength) ** ((2 * (i // 2)) / dim)
     angles = position * timescale[None, :]
     return np.where(i % 2 == 0, np.sin(angles), np.cos(angles))
 
@@ -58,13 +59,15 @@ class PositionalEncoding(Layer):
         if x.ndim < 2:
             raise ValueError(f"PositionalEncoding: inputs must have rank >= 2 (..., positions, "
                              f"features), got shape {x.shape}")
-        if isinstance(start_index, bool) or not isinstance(start_index, numbers.Integral) or start_index < 0:
+        if (isinstance(start_index, bool) or not isinstance(start_index, numbers.Integral)
+                or start_index < 0):
             raise ValueError(f"PositionalEncoding: start_index must be a non-negative int, "
                              f"got start_index={start_index!r}")
         self.built = True
         key = (x.shape[-2], x.shape[-1], int(start_index), x.device)
         if key not in self._cache:  # a constant: computed once per shape, never differentiated
-            table = sinusoidal_table(x.shape[-2], x.shape[-1], self.max_wavelength, int(start_index))
+            table = sinusoidal_table(x.shape[-2], x.shape[-1], self.max_wavelength,
+                                     int(start_index))
             self._cache = {key: Tensor._wrap(backend.to_device(table.astype(self.dtype), x.device))}
         return x + self._cache[key]
 

@@ -60,6 +60,7 @@ class Sequential(Model):
         for entry in config.get("layers", []):
             layer_cls = getattr(package, entry["class_name"], None)
             if not (isinstance(layer_cls, type) and issubclass(layer_cls, Layer)):
-                raise ValueError(f"Sequential.from_config: unknown layer class {entry['class_name']!r}")
+                raise ValueError(f"Sequential.from_config: unknown layer class "
+                                 f"{entry['class_name']!r}")
             layers.append(layer_cls.from_config(entry["config"]))
         return cls(layers, name=config.get("name"), dtype=config.get("dtype", "float32"))

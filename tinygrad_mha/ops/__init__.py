@@ -11,7 +11,9 @@ from .reduce import max, mean, min, sum, sum_to, var
 from .shape import (broadcast_to, concatenate, expand_dims, getitem, reshape, squeeze, stack,
                     swapaxes, transpose)
 
-__all__ = ["abs", "add", "attention", "broadcast_to", "compare", "concatenate", "div", "dot_product_attention", "dropout", "einsum", "exp",
-           "expand_dims", "getitem", "log", "log_softmax", "matmul", "max", "mean", "min", "mul",
-           "neg", "pow", "relu", "reshape", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "sub",
-           "sum", "sum_to", "swapaxes", "tanh", "tensordot", "transpose", "var", "where"]
+__all__ = ["abs", "add", "attention", "broadcast_to", "compare", "concatenate", "div",
+           "dot_product_attention", "dropout",
+           "einsum", "exp", "expand_dims", "getitem", "log", "log_softmax", "matmul", "max",
+           "mean", "min", "mul", "neg", "pow", "relu", "reshape", "sigmoid", "softmax", "sqrt",
+           "squeeze", "stack", "sub", "sum", "sum_to", "swapaxes", "tanh", "tensordot",
+           "transpose", "var", "where"]

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from ..backend import array_module
 from ..tensor import Tensor
 
 
 def as_tensor(value, like: Tensor | None = None) -> Tensor:
     """Wrap a non-Tensor operand as a constant Tensor next to ``like``.
 
-    Python numbers (not NumPy scalars, which are "strong") are "weak", as in NumPy 2: they take ``like``'s float dtype, so
-    ``x * 0.5`` keeps a float32 tensor in float32. Arrays keep their own dtype and device.
+    Python numbers (not NumPy scalars, which are "strong") are "weak", as in NumPy 2: they
+    take ``like``'s float dtype, so ``x * 0.5`` keeps a float32 tensor in float32. Arrays keep
+    their own dtype and device.
     """
     if isinstance(value, Tensor):
         return value
@@ -27,7 +25,7 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
 
 
 def same_device(*tensors: Tensor, op: str) -> None:
-    # One array type per device (numpy.ndarray, cupy.ndarray): comparing types is the fast check.
+    # One array type per device (numpy.ndarray, cupy.ndarray): compare types before devices.
     kind = type(tensors[0].data)
     for t in tensors:
         if type(t.data) is not kind:
@@ -46,20 +44,23 @@ def pair(a, b, op: str) -> tuple[Tensor, Tensor]:
         a = as_tensor(a, b if isinstance(b, Tensor) else None)
     if not isinstance(b, Tensor):
         b = as_tensor(b, a)
-    if type(a.data) is not type(b.data):  # one array type per device: the cheap test first
+    if type(a.data) is not type(b.data):  # one array type per device
         same_device(a, b, op=op)
     return a, b
 
 
+def apply_binary(fn, a, b, op: str) -> Tensor:
+    """``fn.apply`` on both operands of an elementwise op, which must broadcast together."""
+    a, b = pair(a, b, op)
+    try:
+        return fn.apply(a, b)
+    except ValueError:
+        broadcast_pair(a, b, op)  # NumPy's own message names neither the op nor, always, shapes
+        raise
+
+
 def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
     """``axis`` (None, int or sequence, negatives allowed) as a sorted tuple of axes."""
-    if type(axis) is int or (type(axis) is tuple and all(type(a) is int for a in axis)):
-        return _normalize_axes(axis, ndim, name)  # from a cache: every softmax and sum asks
-    return _normalize_axes.__wrapped__(axis, ndim, name)
-
-
-@functools.lru_cache(maxsize=1024)
-def _normalize_axes(axis, ndim: int, name: str) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
     if not isinstance(axis, (int, np.integer, tuple, list)):
@@ -79,26 +80,24 @@ def _normalize_axes(axis, ndim: int, name: str) -> tuple[int, ...]:
 
 def check_broadcast(shape, target, what: str) -> None:
     """Raise unless ``shape`` broadcasts to exactly ``target``."""
-    if not _broadcasts_to(tuple(shape), tuple(target)):
-        raise ValueError(f"{what} of shape {tuple(shape)} does not broadcast to shape {tuple(target)}")
-
-
-@functools.lru_cache(maxsize=4096)
-def _broadcasts_to(shape: tuple, target: tuple) -> bool:
-    # cached: np.broadcast_shapes costs as much as a small op, and a model repeats its shapes
+    shape, target = tuple(shape), tuple(target)
+    if shape == target[len(target) - len(shape):]:  # target's trailing axes: it fits
+        return
     try:
-        return np.broadcast_shapes(shape, target) == target
+        fits = np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
     except ValueError:
-        return False
+        fits = False
+    if not fits:
+        raise ValueError(f"{what} of shape {tuple(shape)} does not broadcast to shape "
+                         f"{tuple(target)}")
 
 
-def in_place(out, operands, op, value):
-    """``op(out, value)``, written into ``out`` when it is a new array whose dtype the result
-    keeps: one pass over memory and no new array, as ``y = x @ w; y += b``. (A product of two
-    or more ``operands`` is always a new array; one operand may give a view of itself, such as
-    a transpose or a diagonal.) Einsum's scale and bias and TensorDot's bias use it."""
-    xp = array_module(out)
-    if ((getattr(value, "dtype", None) == out.dtype or xp.result_type(out, value) == out.dtype)
-            and (len(operands) > 1 or not xp.may_share_memory(out, operands[0]))):
-        return op(out, value, out=out)
-    return op(out, value)
+def broadcast_pair(a: Tensor, b: Tensor, op: str) -> None:
+    """Raise the project's own error unless ``a`` and ``b`` broadcast together."""
+    if a.shape == b.shape:
+        return
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{op}: operands of shapes {a.shape} and {b.shape} do not broadcast "
+                         "together") from None

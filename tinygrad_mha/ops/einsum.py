@@ -1,420 +1,62 @@
 """``einsum`` in full NumPy notation, with a gradient that is itself an einsum.
 
-Three steps:
-
-1. ``parse`` turns the user's subscripts into plain letters: ``...`` becomes fresh letters,
-   an implicit output is made explicit, sizes are checked, and axes of size 1 that broadcast
-   against a larger size are squeezed away (a letter an operand lacks broadcasts for free).
-2. ``Einsum`` is the primitive on those plain subscripts. Its forward contracts two operands
-   at a time with one batched ``matmul`` each (BLAS, on views: no copies where the layout
-   allows, see ``_pair_plan``), in an order chosen by ``numpy.einsum_path``; single operands
-   (traces, diagonals, sums) go to ``xp.einsum``.
-3. The gradient for operand k contracts the upstream gradient with all the *other* operands
-   into k's letters. Two corrections make that exact: letters summed inside operand k alone
-   are broadcast back, and repeated letters (a diagonal such as ``ii``) are put back on the
-   diagonal by multiplying with an identity matrix. Both are einsum/broadcast ops again, so
-   the gradient is differentiable and second derivatives come free.
+``parse`` turns the user's subscripts into plain letters: ``...`` becomes fresh letters, an
+implicit output is made explicit, sizes are checked, and axes of size 1 that broadcast against
+a larger size are squeezed away. ``Einsum`` then works on those plain letters: its forward is
+the backend's einsum, and the gradient for operand k contracts the upstream gradient with all
+the *other* operands into k's letters. (The fast contraction planner is a kernel:
+``kernels/contraction.py``.)
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import string
-from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import array_module
-from ..tensor import Function, Tensor, is_grad_enabled
-from .common import as_tensor, check_broadcast, in_place, same_device
+from ..kernels import kernel_for
+from ..tensor import Function, Tensor
+from .common import as_tensor, check_broadcast, same_device
 
 LETTERS = string.ascii_letters
 
 
-# ---------------------------------------------------------------- 1. parsing
-@functools.lru_cache(maxsize=1024)
-def parse(subscripts: str, shapes: tuple) -> tuple[tuple[str, ...], str, tuple, tuple]:
-    """Explicit subscripts for ``shapes``: (input terms, output term, axes to squeeze per
-    operand, output shape)."""
-    spec = subscripts.replace(" ", "")
-    bad = set(spec) - set(LETTERS) - set(",.->")
-    if bad:
-        raise ValueError(f"einsum: subscripts {subscripts!r} contain invalid characters {sorted(bad)}")
-    if spec.count("->") > 1 or spec.replace("->", "").count("-") or spec.replace("->", "").count(">"):
-        raise ValueError(f"einsum: subscripts {subscripts!r} must contain '->' at most once, "
-                         "and '-' or '>' only as part of '->'")
-    lhs, arrow, rhs = spec.partition("->")
-    terms = lhs.split(",")
-    if len(terms) != len(shapes):
-        raise ValueError(f"einsum: subscripts {subscripts!r} name {len(terms)} operand(s) "
-                         f"but {len(shapes)} were given")
-
-    unused = iter(c for c in LETTERS if c not in spec)
-    ell_rank = 0
-    for i, (term, shape) in enumerate(zip(terms, shapes)):
-        _check_dots(term, subscripts)
-        named = len(term.replace("...", ""))
-        if "..." in term:
-            ell_rank = max(ell_rank, len(shape) - named)
-            if len(shape) < named:
-                raise ValueError(f"einsum: operand {i} has {len(shape)} dimension(s) but "
-                                 f"{term!r} names {named}")
-        elif named != len(shape):
-            raise ValueError(f"einsum: operand {i} has {len(shape)} dimension(s) but "
-                             f"{term!r} names {named}")
-    ell = "".join(next(unused) for _ in range(ell_rank))
-    inputs = tuple(t.replace("...", ell[ell_rank - (len(s) - len(t) + 3):] if "..." in t else "")
-                   for t, s in zip(terms, shapes))
-
-    if arrow:
-        _check_dots(rhs, subscripts)
-        if "..." not in rhs and ell_rank:
-            raise ValueError(f"einsum: subscripts {subscripts!r} have broadcast dimensions '...' "
-                             "in the inputs but not in the output")
-        output = rhs.replace("...", ell)
-        for c in output:
-            if output.count(c) > 1:
-                raise ValueError(f"einsum: output subscript {c!r} appears more than once in {subscripts!r}")
-            if not any(c in t for t in inputs):
-                raise ValueError(f"einsum: output subscript {c!r} does not appear in the inputs of {subscripts!r}")
-    else:  # implicit: broadcast letters first, then letters seen exactly once, sorted
-        joined = "".join(terms).replace(".", "")
-        output = ell + "".join(sorted(c for c in set(joined) if joined.count(c) == 1))
-
-    sizes: dict[str, int] = {}
-    for i, (term, shape) in enumerate(zip(inputs, shapes)):
-        for c, n in zip(term, shape):
-            seen = sizes.get(c, 1)
-            if n != seen and 1 not in (n, seen):
-                what = "broadcast dimension '...'" if c in ell else f"subscript {c!r}"
-                raise ValueError(f"einsum: {what} has size {seen} in one place and {n} "
-                                 f"in operand {i} ({subscripts!r} with shapes {list(shapes)})")
-            sizes[c] = n if seen == 1 else seen
-        for c in set(term):
-            dims = {n for t, n in zip(term, shape) if t == c}
-            if len(dims) > 1:
-                raise ValueError(f"einsum: repeated subscript {c!r} in operand {i} needs equal "
-                                 f"sizes, got {sorted(dims)}")
-    # Axes of size 1 whose letter is larger elsewhere: squeeze them and drop the letter.
-    squeeze = tuple(tuple(j for j, (c, n) in enumerate(zip(t, s)) if n == 1 and sizes[c] != 1)
-                    for t, s in zip(inputs, shapes))
-    inputs = tuple("".join(c for j, c in enumerate(t) if j not in sq) for t, sq in zip(inputs, squeeze))
-    return inputs, output, (squeeze if any(squeeze) else None), tuple(sizes[c] for c in output)
-
-
-@functools.lru_cache(maxsize=1024)
-def _output_shape(inputs: tuple, output: str, shapes: tuple) -> tuple:
-    sizes = {c: n for term, shape in zip(inputs, shapes) for c, n in zip(term, shape)}
-    return tuple(sizes[c] for c in output)
-
-
-def _check_dots(term: str, subscripts: str) -> None:
-    if term.count(".") not in (0, 3) or (term.count(".") == 3 and "..." not in term):
-        raise ValueError(f"einsum: subscripts {subscripts!r} use '.' outside a single '...'")
-
-
-# ---------------------------------------------------------------- 2. contraction
-@functools.lru_cache(maxsize=1024)
-def _pair_order(inputs: tuple, output: str, shapes: tuple) -> tuple:
-    """Which pairs of operands to contract, in order (NumPy's greedy path on shapes alone)."""
-    if len(inputs) <= 2:
-        return ((0, 1),) if len(inputs) == 2 else ()
-    dummies = [np.broadcast_to(np.empty((), dtype=np.float32), s) for s in shapes]
-    path = np.einsum_path(",".join(inputs) + "->" + output, *dummies, optimize="greedy")[0]
-    steps = tuple(tuple(step) for step in path[1:])
-    if all(len(step) == 2 for step in steps):
-        return steps
-    return tuple((0, 1) for _ in range(len(inputs) - 1))  # plain left to right
-
-
-@functools.lru_cache(maxsize=4096)
-def _single_target(term: str, keep: str) -> str:
-    """``term`` with each letter once and letters not in ``keep`` dropped.
-
-    Cached: it runs three times per pair, and at small sizes building these strings cost
-    as much as the matmul.
-    """
-    return "".join(dict.fromkeys(c for c in term if c in keep))
-
-
-def _reduce_single(array, term: str, keep: str):
-    """Take diagonals of repeated letters and sum letters not in ``keep``; returns (array, term)."""
-    target = _single_target(term, keep)
-    if target == term:
-        return array, term
-    return array_module(array).einsum(f"{term}->{target}", array), target
-
-
-class _PairPlan(NamedTuple):
-    """How ``_contract_pair`` lays two operands out for one ``matmul`` (see ``_pair_plan``)."""
-
-    # Every step that would be a no-op is None, decided once here: at small sizes each
-    # NumPy call, even a do-nothing reshape, costs a tenth of a small matmul.
-    product: bool       # nothing to sum: multiply broadcast views instead of a matmul
-    swap: bool          # compute b @ a instead, so the result comes out in the wanted order
-    perm_a: tuple       # transpose a to (batch..., left..., summed...) (None: it already is) ...
-    shape_a: tuple      # ... and view it as (batch..., M, K) (None: it already is)
-    perm_b: tuple       # transpose b to (batch..., summed..., right...) ...
-    shape_b: tuple      # ... and view it as (batch..., K, N)
-    out_term: str       # the letters of the result, in its axis order
-    out_shape: tuple = ()     # the result, C-contiguous in ``out_term`` order ...
-    out_grouped: tuple = ()   # ... is this view of it, with its left and right letters merged ...
-    out_perm: tuple = None    # ... transposed to the (batch..., M, N) matmul writes (None: as it is)
-    regroup: bool = False     # out_grouped is not out_shape: the result needs a reshape (a view)
-
-
-def _moved(perm: tuple):
-    """A transpose, or None for the identity (saves a NumPy call per operand on the hot path)."""
-    return None if perm == tuple(range(len(perm))) else perm
-
-
-@functools.lru_cache(maxsize=4096)
-def _pair_plan(ta: str, tb: str, keep: str, shape_a: tuple, strides_a: tuple,
-               shape_b: tuple, strides_b: tuple) -> _PairPlan:
-    """Plan one pair contraction; cached, because a model repeats the same few shapes.
-
-    The plan avoids copies, which at attention sizes cost up to as much as the matmul itself
-    (before it, the scores einsum's forward and backward took 1.5-1.9x plain NumPy's time):
-
-    * Batch letters stay separate axes (``matmul`` loops over any batch layout), instead of
-      being merged into one axis, which forces a copy when they are not adjacent in memory
-      (as with the heads axis of ``aecd,abcd->acbe``).
-    * Letters merged into M, K or N are taken in the operand's memory order (by stride), so
-      the merge is a free reshape of a view; NumPy's matmul hands the transposed 2-D views
-      to BLAS directly.
-    * The result is written (``out=``) into an array already in the order ``keep`` lists, so
-      the output of the last pair is C-contiguous in the requested output order, and is not
-      a transposed view that every later op would have to copy. Operands are swapped (b @ a)
-      when that gives the wanted order directly. When the order still interleaves batch and
-      free letters (context ``acbe,aecd->abcd``), BLAS writes rows with a stride: a few
-      percent slower than a contiguous block, but much cheaper than the copy it saves later.
-    """
-    if not any(c in tb and c not in keep for c in ta):
-        # Nothing to sum: a broadcast product (batch..., left..., 1...) * (batch..., 1..., right...)
-        # is cheaper than a matmul with K = 1.
-        size = dict(zip(ta, shape_a)) | dict(zip(tb, shape_b))
-        batch = [c for c in ta if c in tb]
-        left = [c for c in ta if c not in tb]
-        right = [c for c in tb if c not in ta]
-        return _PairPlan(
-            product=True, swap=False,
-            perm_a=_moved(tuple(ta.index(c) for c in batch + left)),
-            shape_a=tuple(size[c] for c in batch + left) + (1,) * len(right) if right else None,
-            perm_b=_moved(tuple(tb.index(c) for c in batch + right)),
-            shape_b=tuple(size[c] for c in batch) + (1,) * len(left) + tuple(size[c] for c in right) if left else None,
-            out_term="".join(batch + left + right))
-
-    result = [c for c in dict.fromkeys(keep) if c in ta or c in tb]  # wanted order
-    first_free = next((c for c in result if (c in ta) != (c in tb)), None)
-    swap = first_free is not None and first_free not in ta
-    if swap:  # b's own letters come first in the wanted order: compute b @ a
-        ta, tb, shape_a, shape_b, strides_a, strides_b = tb, ta, shape_b, shape_a, strides_b, strides_a
-    size = dict(zip(ta, shape_a)) | dict(zip(tb, shape_b))
-    memory_order = lambda letters, term, strides: sorted(  # noqa: E731
-        letters, key=lambda c: -strides[term.index(c)])
-    batch = [c for c in result if c in ta and c in tb]
-    left = memory_order([c for c in ta if c not in tb], ta, strides_a)
-    right = memory_order([c for c in tb if c not in ta], tb, strides_b)
-    summed = memory_order([c for c in ta if c in tb and c not in keep], ta, strides_a)
-    prod = lambda letters: math.prod(size[c] for c in letters)  # noqa: E731
-
-    # Output order: ``result`` when its left and right letters each form one run in the order
-    # matmul produces them (always true for outputs like 'abcd' from 'ac|b|d'); else matmul's own.
-    joined = "".join(result)
-    if ("".join(left) in joined and "".join(right) in joined):
-        out_term = joined
-    else:
-        out_term = "".join(batch + left + right)
-    # The output's axes with the left run and the right run each merged into one axis, named
-    # "<M>" and "<N>" (more than one character, so never a letter); an empty run has length 1.
-    axes = []
-    for c in out_term:
-        if c in batch:
-            axes.append((c, size[c]))
-        elif left and c == left[0]:
-            axes.append(("<M>", prod(left)))
-        elif right and c == right[0]:
-            axes.append(("<N>", prod(right)))
-    axes += [(name, 1) for name, run in (("<M>", left), ("<N>", right)) if not run]
-    names = [name for name, _ in axes]
-    out_shape = tuple(size[c] for c in out_term)
-    out_grouped = tuple(n for _, n in axes)
-    out_perm = _moved(tuple(names.index(name) for name in batch + ["<M>", "<N>"]))
-    perm_a = tuple(ta.index(c) for c in batch + left + summed)
-    perm_b = tuple(tb.index(c) for c in batch + summed + right)
-    shape_a = tuple(size[c] for c in batch) + (prod(left), prod(summed))
-    shape_b = tuple(size[c] for c in batch) + (prod(summed), prod(right))
-    return _PairPlan(
-        product=False, swap=swap,
-        perm_a=_moved(perm_a),
-        shape_a=None if shape_a == tuple(size[ta[i]] for i in perm_a) else shape_a,
-        perm_b=_moved(perm_b),
-        shape_b=None if shape_b == tuple(size[tb[i]] for i in perm_b) else shape_b,
-        out_shape=out_shape, out_grouped=out_grouped, out_perm=out_perm,
-        regroup=out_grouped != out_shape, out_term=out_term)
-
-
-def _contract_pair(a, ta: str, b, tb: str, keep: str):
-    """Contract two operands over their shared letters not in ``keep``, via one batched matmul."""
-    a, ta = _reduce_single(a, ta, keep + tb)
-    b, tb = _reduce_single(b, tb, keep + ta)
-    plan = _pair_plan(ta, tb, keep, a.shape, a.strides, b.shape, b.strides)
-    return _run_pair(plan, a, b), plan.out_term
-
-
-@functools.lru_cache(maxsize=4096)
-def _direct_plan(inputs: tuple, output: str, shape_a: tuple, strides_a: tuple,
-                 shape_b: tuple, strides_b: tuple):
-    """(pair plan, final transpose or None) for two operands that need no reduction of their
-    own (no diagonal, no letter summed inside one operand), else None.
-
-    One cached lookup instead of the three ``_reduce_single`` checks and the plan lookup of the
-    general path: at small sizes that bookkeeping cost as much as the matmul.
-    """
-    ta, tb = inputs
-    if _single_target(ta, output + tb) != ta or _single_target(tb, output + ta) != tb:
-        return None
-    plan = _pair_plan(ta, tb, output, shape_a, strides_a, shape_b, strides_b)
-    term = plan.out_term
-    if _single_target(term, output) != term:
-        return None
-    return plan, (None if term == output else tuple(term.index(c) for c in output))
-
-
-def _run_pair(plan: _PairPlan, a, b):
-    """Carry out ``plan`` on the two operands: views, then one matmul (or a broadcast product)."""
-    if plan.swap:
-        a, b = b, a
-    if plan.perm_a is not None:
-        a = a.transpose(plan.perm_a)
-    if plan.shape_a is not None:
-        a = a.reshape(plan.shape_a)  # a reshape copies only if it must
-    if plan.perm_b is not None:
-        b = b.transpose(plan.perm_b)
-    if plan.shape_b is not None:
-        b = b.reshape(plan.shape_b)
-    if plan.product:
-        return a * b
-    if plan.out_perm is None:  # matmul's own layout is the wanted order: let it allocate
-        out = a @ b
-    else:  # write through a transposed view, so the result is C-contiguous in the wanted order
-        xp = array_module(a)
-        out = xp.empty(plan.out_grouped, dtype=a.dtype if a.dtype == b.dtype else xp.result_type(a.dtype, b.dtype))
-        xp.matmul(a, b, out=out.transpose(plan.out_perm))
-    return out.reshape(plan.out_shape) if plan.regroup else out
-
-
-def contract(inputs: tuple, output: str, arrays: list):
-    """Evaluate plain-letter einsum ``inputs -> output`` on backend arrays."""
-    if len(arrays) == 1:
-        xp = array_module(arrays[0])
-        return xp.asarray(xp.einsum(f"{inputs[0]}->{output}", arrays[0]))
-    if len(arrays) == 2:  # the common case (every attention einsum and its gradients): one pair
-        a, b = arrays
-        direct = _direct_plan(inputs, output, a.shape, a.strides, b.shape, b.strides)
-        if direct is not None:
-            out = _run_pair(direct[0], a, b)
-            return out if direct[1] is None else out.transpose(direct[1])
-        out, term = _contract_pair(a, inputs[0], b, inputs[1], output)
-    else:
-        terms, arrays = list(inputs), list(arrays)
-        for i, j in _pair_order(tuple(inputs), output, tuple(a.shape for a in arrays)):
-            i, j = sorted((i, j))
-            tb, b = terms.pop(j), arrays.pop(j)
-            ta, a = terms.pop(i), arrays.pop(i)
-            keep = output + "".join(terms)
-            out, term = _contract_pair(a, ta, b, tb, keep)
-            terms.append(term)
-            arrays.append(out)
-        (term,), (out,) = terms, arrays
-    out, term = _reduce_single(out, term, output)
-    return out.transpose([term.index(c) for c in output]) if term != output else out
-
-
-@functools.lru_cache(maxsize=1024)
-def _scaled_operand(inputs: tuple, output: str, shapes: tuple):
-    """Where ``scale`` costs least (see ``Einsum.forward``): an operand's index, or None for the result."""
-    i = min(range(len(shapes)), key=lambda j: math.prod(shapes[j]))
-    return i if math.prod(_output_shape(inputs, output, shapes)) > math.prod(shapes[i]) else None
-
-
-@functools.lru_cache(maxsize=1024)
-def _grad_recipe(terms: tuple, out_term: str, k: int):
-    """For operand k's gradient: the other operands' indices, the gradient einsum's input terms
-    (theirs, then the upstream gradient's), its output letters, and k's letters each once.
-    Cached: it depends on the subscripts only, and building it cost as much as a small einsum."""
-    others = tuple(j for j in range(len(terms)) if j != k)
-    grad_terms = tuple(terms[j] for j in others) + (out_term,)
-    unique = "".join(dict.fromkeys(terms[k]))
-    reachable = "".join(c for c in unique if any(c in t for t in grad_terms))
-    return others, grad_terms, reachable, unique
-
-
-def _evaluate(arrays, inputs: tuple, output: str, scale=None, bias=False):
-    """``scale * einsum(arrays) + bias`` on backend arrays (bias, when given, is the last array)."""
-    if scale is None and not bias:
-        return contract(inputs, output, arrays)
-    operands = arrays[:-1] if bias else arrays
-    scale_result = scale is not None
-    if scale_result:
-        # As BLAS gemm's alpha, the scale goes where it costs least: onto the result
-        # (in place) when that is no bigger than any operand, else onto a copy of the
-        # smallest operand, dropped right after. For attention scores that is the
-        # (B, T, H, D) query instead of a pass over the (B, H, T, S) scores.
-        i = _scaled_operand(inputs, output, tuple([a.shape for a in operands]))
-        if i is not None:
-            operands = (*operands[:i], operands[i] * scale, *operands[i + 1:])
-            scale_result = False
-    out = contract(inputs, output, operands)
-    xp = array_module(out)
-    if scale_result:
-        out = in_place(out, operands, xp.multiply, scale)
-    if bias:  # added in place: no second array of the output's size (as ``y = x @ w; y += b``)
-        out = in_place(out, operands, xp.add, arrays[-1])
-    return out
-
-
 class Einsum(Function):
-    """scale * einsum(operands) + bias, with ``scale`` and ``bias`` optional (bias: the last input).
-
-    Gradient for operand k: scale * einsum of the upstream gradient with every other operand.
-    The bias gets the upstream gradient itself; the engine sums it down to the bias' shape.
-    """
+    """d einsum(x_1..x_n) / d x_k = einsum(g, every x_j but x_k) into x_k's letters"""
     uses_inputs, uses_output = "others", False
 
-    def forward(self, *arrays, inputs, output, scale=None, bias=False):
-        self.terms, self.out_term, self.scale = inputs, output, scale
-        return _evaluate(arrays, inputs, output, scale, bias)
+    def forward(self, *arrays, inputs, output):
+        self.terms, self.out_term = inputs, output
+        xp = array_module(arrays[0])
+        spec = ",".join(inputs) + "->" + output
+        return xp.asarray(xp.einsum(spec, *arrays))
 
     def backward(self, g):
-        grads = [self._grad_for(k, g) if t.requires_grad else None
-                 for k, t in zip(range(len(self.terms)), self.inputs)]
-        if len(self.inputs) > len(self.terms):
-            grads.append(g)  # the bias
-        return tuple(grads)
+        return tuple(self.grad_for(k, g) if t.requires_grad else None
+                     for k, t in enumerate(self.inputs))
 
-    def _grad_for(self, k: int, g: Tensor) -> Tensor:
-        others, grad_terms, reachable, unique = _grad_recipe(self.terms, self.out_term, k)
-        if is_grad_enabled():  # create_graph: record the gradient, to differentiate it again
-            grad = Einsum.apply(*[self.inputs[j] for j in others], g, inputs=grad_terms,
-                                output=reachable, scale=self.scale)
-        else:  # the same arithmetic without a graph node (at small sizes the node cost as much)
-            grad = Tensor._wrap(_evaluate([self.inputs[j].data for j in others] + [g.data],
-                                          grad_terms, reachable, self.scale))
+    def grad_for(self, k: int, g: Tensor) -> Tensor:
+        """Operand k's gradient. Two corrections make the plain contraction exact: letters
+        summed inside operand k alone are broadcast back, and repeated letters (a diagonal
+        such as ``ii``) are put back on the diagonal with identity matrices."""
         term = self.terms[k]
-        if reachable == unique == term:
-            return grad
+        others = [j for j in range(len(self.terms)) if j != k]
+        grad_terms = tuple(self.terms[j] for j in others) + (self.out_term,)
+        unique = "".join(dict.fromkeys(term))
+        reachable = "".join(c for c in unique if any(c in t for t in grad_terms))
+        grad = Einsum.apply(*[self.inputs[j] for j in others], g, inputs=grad_terms,
+                            output=reachable)
         size = dict(zip(term, self.inputs[k].shape))
-        if reachable != unique:  # letters summed inside operand k only: their gradient is broadcast
+        if reachable != unique:  # summed inside operand k only: broadcast back
             grad = grad.reshape([size[c] if c in reachable else 1 for c in unique])
             grad = grad.broadcast_to([size[c] for c in unique])
-        if unique != term:  # repeated letters: place the gradient back on the diagonal
-            grad = _embed_diagonal(grad, unique, term, size)
+        if unique != term:
+            grad = embed_diagonal(grad, unique, term, size)
         return grad
 
 
-def _embed_diagonal(grad: Tensor, unique: str, term: str, size: dict) -> Tensor:
+def embed_diagonal(grad: Tensor, unique: str, term: str, size: dict) -> Tensor:
     """Turn a gradient over ``unique`` letters into one over ``term`` (e.g. 'i' -> 'ii')."""
     fresh = iter(c for c in LETTERS if c not in term)
     expanded, eyes, eye_terms = [], [], []
@@ -429,12 +71,108 @@ def _embed_diagonal(grad: Tensor, unique: str, term: str, size: dict) -> Tensor:
     return Einsum.apply(grad, *eyes, inputs=(unique, *eye_terms), output="".join(expanded))
 
 
+# ---------------------------------------------------------------- parsing
+def parse(subscripts: str, shapes: tuple) -> tuple[tuple[str, ...], str, tuple, tuple]:
+    """Explicit subscripts for ``shapes``: (input terms, output term, axes to squeeze per
+    operand or None, output shape)."""
+    terms, arrow, rhs = _split(subscripts, len(shapes))
+    inputs, ell = _expand_ellipsis(terms, shapes, subscripts)
+    output = _output_term(terms, inputs, arrow, rhs, ell, subscripts)
+    sizes = _letter_sizes(inputs, shapes, ell, subscripts)
+    # Axes of size 1 whose letter is larger elsewhere: squeeze them and drop the letter.
+    squeeze = tuple(tuple(j for j, (c, n) in enumerate(zip(t, s)) if n == 1 and sizes[c] != 1)
+                    for t, s in zip(inputs, shapes))
+    inputs = tuple("".join(c for j, c in enumerate(t) if j not in sq)
+                   for t, sq in zip(inputs, squeeze))
+    return inputs, output, (squeeze if any(squeeze) else None), tuple(sizes[c] for c in output)
+
+
+def _split(subscripts: str, n_operands: int):
+    """(input terms, arrow, output) of ``subscripts``, checking its characters and arrow."""
+    spec = subscripts.replace(" ", "")
+    bad = set(spec) - set(LETTERS) - set(",.->")
+    if bad:
+        raise ValueError(f"einsum: subscripts {subscripts!r} contain invalid characters "
+                         f"{sorted(bad)}")
+    bare = spec.replace("->", "")
+    if spec.count("->") > 1 or "-" in bare or ">" in bare:
+        raise ValueError(f"einsum: subscripts {subscripts!r} must contain '->' at most once, "
+                         "and '-' or '>' only as part of '->'")
+    lhs, arrow, rhs = spec.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != n_operands:
+        raise ValueError(f"einsum: subscripts {subscripts!r} name {len(terms)} operand(s) "
+                         f"but {n_operands} were given")
+    return terms, arrow, rhs
+
+
+def _expand_ellipsis(terms, shapes, subscripts):
+    """The terms with ``...`` replaced by fresh letters (right-aligned), and those letters."""
+    unused = iter(c for c in LETTERS if c not in subscripts)
+    ell_rank = 0
+    for i, (term, shape) in enumerate(zip(terms, shapes)):
+        _check_dots(term, subscripts)
+        named = len(term.replace("...", ""))
+        if "..." in term:
+            ell_rank = max(ell_rank, len(shape) - named)
+        if len(shape) < named or ("..." not in term and named != len(shape)):
+            raise ValueError(f"einsum: operand {i} has {len(shape)} dimension(s) but "
+                             f"{term!r} names {named}")
+    ell = "".join(next(unused) for _ in range(ell_rank))
+    inputs = tuple(t.replace("...", ell[ell_rank - (len(s) - len(t) + 3):]) if "..." in t else t
+                   for t, s in zip(terms, shapes))
+    return inputs, ell
+
+
+def _output_term(terms, inputs, arrow, rhs, ell, subscripts) -> str:
+    if not arrow:  # implicit: broadcast letters first, then letters seen exactly once, sorted
+        joined = "".join(terms).replace(".", "")
+        return ell + "".join(sorted(c for c in set(joined) if joined.count(c) == 1))
+    _check_dots(rhs, subscripts)
+    if "..." not in rhs and ell:
+        raise ValueError(f"einsum: subscripts {subscripts!r} have broadcast dimensions '...' "
+                         "in the inputs but not in the output")
+    output = rhs.replace("...", ell)
+    for c in output:
+        if output.count(c) > 1:
+            raise ValueError(f"einsum: output subscript {c!r} appears more than once in "
+                             f"{subscripts!r}")
+        if not any(c in t for t in inputs):
+            raise ValueError(f"einsum: output subscript {c!r} does not appear in the inputs "
+                             f"of {subscripts!r}")
+    return output
+
+
+def _letter_sizes(inputs, shapes, ell, subscripts) -> dict:
+    """Each letter's size (1 only where every operand has 1), checking that they agree."""
+    sizes: dict[str, int] = {}
+    for i, (term, shape) in enumerate(zip(inputs, shapes)):
+        for c, n in zip(term, shape):
+            seen = sizes.get(c, 1)
+            if n != seen and 1 not in (n, seen):
+                what = "broadcast dimension '...'" if c in ell else f"subscript {c!r}"
+                raise ValueError(f"einsum: {what} has size {seen} in one place and {n} "
+                                 f"in operand {i} ({subscripts!r} with shapes {list(shapes)})")
+            sizes[c] = n if seen == 1 else seen
+        for c in set(term):
+            dims = {n for t, n in zip(term, shape) if t == c}
+            if len(dims) > 1:
+                raise ValueError(f"einsum: repeated subscript {c!r} in operand {i} needs equal "
+                                 f"sizes, got {sorted(dims)}")
+    return sizes
+
+
+def _check_dots(term: str, subscripts: str) -> None:
+    if term.count(".") not in (0, 3) or (term.count(".") == 3 and "..." not in term):
+        raise ValueError(f"einsum: subscripts {subscripts!r} use '.' outside a single '...'")
+
+
 # ---------------------------------------------------------------- public function
 def einsum(subscripts: str, *operands, scale=None, bias=None) -> Tensor:
     """Einstein summation in NumPy's notation, differentiable in every operand.
 
-    ``scale * einsum(...) + bias`` in one op when ``scale`` (a number) or ``bias`` (broadcast
-    to the result) is given: like BLAS gemm's alpha and C, they cost no extra array.
+    ``scale * einsum(...) + bias`` when ``scale`` (a number) or ``bias`` (broadcast to the
+    result) is given.
 
     >>> einsum("bqhd,bkhd->bhqk", q, k, scale=0.125)   # scaled attention scores
     >>> einsum("btc,chd->bthd", x, kernel, bias=b)     # a projection with its bias
@@ -444,17 +182,23 @@ def einsum(subscripts: str, *operands, scale=None, bias=None) -> Tensor:
         raise TypeError(f"einsum: subscripts must be a str, got {type(subscripts).__name__}")
     if not operands:
         raise ValueError("einsum needs at least one operand")
-    if scale is not None and type(scale) is not float and (
-            isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating))):
+    if scale is not None and (isinstance(scale, bool)
+                              or not isinstance(scale, (int, float, np.integer, np.floating))):
         raise TypeError(f"einsum: scale must be a real number or None, got scale={scale!r}")
     tensors = [as_tensor(x) for x in operands]
-    extra = [] if bias is None else [as_tensor(bias, tensors[0])]
-    same_device(*tensors, *extra, op="einsum")
-    inputs, output, squeeze, out_shape = parse(subscripts, tuple([t.shape for t in tensors]))
+    bias = None if bias is None else as_tensor(bias, tensors[0])
+    same_device(*tensors, *([] if bias is None else [bias]), op="einsum")
+    scale = None if scale is None else float(scale)
+    kernel = kernel_for("einsum")
+    if kernel is not None:
+        return kernel(subscripts, tensors, scale, bias)
+    inputs, output, squeeze, out_shape = parse(subscripts, tuple(t.shape for t in tensors))
     if squeeze:
         tensors = [t.reshape([n for j, n in enumerate(t.shape) if j not in sq]) if sq else t
                    for t, sq in zip(tensors, squeeze)]
-    if extra:
-        check_broadcast(extra[0].shape, out_shape, "einsum: bias")
-    return Einsum.apply(*tensors, *extra, inputs=inputs, output=output,
-                        scale=None if scale is None else float(scale), bias=bool(extra))
+    if bias is not None:
+        check_broadcast(bias.shape, out_shape, "einsum: bias")
+    out = Einsum.apply(*tensors, inputs=inputs, output=output)
+    if scale is not None:
+        out = out * scale
+    return out if bias is None else out + bias

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module, to_device
-from ..tensor import Function, Tensor, is_grad_enabled
-from .common import as_tensor, pair
+from ..tensor import Function, Tensor
+from .common import apply_binary, as_tensor, pair
 
 
 class Add(Function):
@@ -44,9 +44,6 @@ class Mul(Function):
 
     def backward(self, g):
         a, b = self.inputs
-        if not is_grad_enabled():  # the same products on arrays: a loss's sum(out * R) ends here
-            return (Tensor._wrap(g.data * b.data) if a.requires_grad else None,
-                    Tensor._wrap(g.data * a.data) if b.requires_grad else None)
         return (g * b if a.requires_grad else None), (g * a if b.requires_grad else None)
 
 
@@ -65,16 +62,18 @@ class Div(Function):
 
 
 class Pow(Function):
-    """d(a^b) = b a^(b-1) da + a^b log(a) db"""
+    """d(a^b) = b a^(b-1) da + a^b log(a) db  (taken as 0 where b = 0, resp. a^b = 0)"""
 
     def forward(self, a, b):
         return a ** b
 
     def backward(self, g):
         a, b = self.inputs
-        ga = g * b * a ** (b - 1) if a.requires_grad else None
-        # At a = 0 the output is 0 and so is this term; log(1) there avoids a 0 * -inf NaN.
-        gb = g * self.output * where(a.data == 0, 1.0, a).log() if b.requires_grad else None
+        ga = gb = None
+        if a.requires_grad:  # b = 0: 0, also at a = 0 (where a^(b-1) = inf): use a^1 there
+            ga = g * b * a ** where(b.data == 0, 1.0, b - 1)
+        if b.requires_grad:  # a = 0, b >= 0: a^b is 0 or 1 near b; log(1) avoids 0 * -inf
+            gb = g * self.output * where((a.data == 0) & (b.data >= 0), 1.0, a).log()
         return ga, gb
 
 
@@ -214,23 +213,23 @@ class ToDevice(Function):
 
 # ---------------------------------------------------------------- functional forms
 def add(a, b):
-    return Add.apply(*pair(a, b, "add"))
+    return apply_binary(Add, a, b, "add")
 
 
 def sub(a, b):
-    return Sub.apply(*pair(a, b, "sub"))
+    return apply_binary(Sub, a, b, "sub")
 
 
 def mul(a, b):
-    return Mul.apply(*pair(a, b, "mul"))
+    return apply_binary(Mul, a, b, "mul")
 
 
 def div(a, b):
-    return Div.apply(*pair(a, b, "div"))
+    return apply_binary(Div, a, b, "div")
 
 
 def pow(a, b):  # noqa: A001 - mirrors the operator's name
-    return Pow.apply(*pair(a, b, "pow"))
+    return apply_binary(Pow, a, b, "pow")
 
 
 def neg(a):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import numbers
 
 import numpy as np
 
 from ..backend import array_module, random_key, uniform
+from ..kernels import kernel_for
 from ..tensor import Function, Tensor
 from .common import as_tensor, check_broadcast, normalize_axes
 
@@ -16,90 +16,25 @@ class Softmax(Function):
     """d softmax: gx = y * (g - sum(g * y))  (masked entries have y = 0, so they get 0)"""
     uses_inputs, uses_output = "none", True
 
-    def forward(self, x, axes, mask, overwrite_x=False):
+    def forward(self, x, axes, mask):
         self.axes = axes
-        return softmax_array(x, axes, mask, overwrite_x)
+        xp = array_module(x)
+        if x.size == 0:  # nothing to normalise (a max over no entries has no identity)
+            return xp.zeros_like(x)
+        if mask is None:
+            e = xp.exp(x - x.max(axis=axes, keepdims=True))  # shifted: exp never overflows
+            return e / e.sum(axis=axes, keepdims=True)
+        # Shift by the largest *kept* logit; a row with nothing kept has none, so it is
+        # shifted by 0, its exponentials are all exactly 0 and its sum is replaced by 1.
+        logits = xp.where(mask, x, x.dtype.type(-xp.inf))
+        shift = logits.max(axis=axes, keepdims=True)
+        e = xp.exp(logits - xp.where(shift == -xp.inf, x.dtype.type(0), shift))
+        total = e.sum(axis=axes, keepdims=True)
+        return e / xp.where(total == 0, x.dtype.type(1), total)
 
     def backward(self, g):
-        return SoftmaxGrad.apply(g, self.output, axes=self.axes)
-
-
-def softmax_array(x, axes: tuple, mask=None, overwrite_x=False):
-    """The masked, stable softmax on a backend array (``Softmax`` and ``Attention`` share it)."""
-    xp = array_module(x)
-    # One array, shifted, exponentiated and normalised in place: at attention sizes each
-    # pass over the scores costs as much as a small matmul, and each temporary a trip
-    # through the allocator (this was 1.6x the time of the three-temporary version).
-    # With overwrite_x that array is x itself: writing into a new array also costs reading
-    # it into the cache first (a quarter of the softmax's time at the medium benchmark size).
-    overwrite_x = overwrite_x and getattr(x.flags, "writeable", True)
-    if mask is None:
-        if overwrite_x:
-            e = x
-            e -= x.max(axis=axes, keepdims=True)
-        else:
-            e = x - x.max(axis=axes, keepdims=True)
-    else:
-        # Shift by the largest *kept* logit; a row with nothing kept has no such logit, so it
-        # is shifted by 0, its exponentials are all exactly 0 and its sum is replaced by 1.
-        if overwrite_x:
-            e = x
-            xp.copyto(e, x.dtype.type(-xp.inf), where=xp.logical_not(mask))
-        else:
-            e = xp.where(mask, x, x.dtype.type(-xp.inf))
-        shift = e.max(axis=axes, keepdims=True)
-        # (only -inf, "nothing kept", is replaced: a NaN logit must make its row NaN, as unmasked)
-        e -= xp.where(shift == -xp.inf, x.dtype.type(0), shift)
-    xp.exp(e, out=e)
-    total = e.sum(axis=axes, keepdims=True)
-    e /= total if mask is None else xp.where(total == 0, x.dtype.type(1), total)
-    return e
-
-
-def _row_dot(a, b, axes):
-    """sum(a * b) over ``axes`` (keepdims), without the (a * b) temporary: one einsum."""
-    subscripts, kept_shape = _row_dot_plan(a.shape, axes)
-    return array_module(a).einsum(subscripts, a, b).reshape(kept_shape)
-
-
-@functools.lru_cache(maxsize=256)
-def _row_dot_plan(shape: tuple, axes: tuple):
-    letters = "abcdefghijklmnopqrstuvwxyz"[:len(shape)]
-    kept = "".join(c for i, c in enumerate(letters) if i not in axes)
-    return f"{letters},{letters}->{kept}", tuple(1 if i in axes else n for i, n in enumerate(shape))
-
-
-def softmax_grad_array(g, y, axes: tuple, overwrite_g=False):
-    """y * (g - sum(g * y)) on backend arrays; with ``overwrite_g``, in g's memory."""
-    if overwrite_g:
-        g -= _row_dot(g, y, axes)
-    else:
-        g = g - _row_dot(g, y, axes)
-    g *= y
-    return g
-
-
-class SoftmaxGrad(Function):
-    """The softmax gradient z = y * (g - sum(g * y)) as one op, so that it can be fused.
-
-    Written with four Tensor ops it made four arrays the size of the attention scores and
-    took 1.5x as long. Its own gradient (for second derivatives), with upstream u:
-    dg = y * (u - sum(u * y))  (z is linear in g: the same formula)
-    dy = u * (g - sum(g * y)) - g * sum(u * y)
-    """
-    uses_output = False
-
-    def forward(self, g, y, axes):
-        self.axes = axes
-        return softmax_grad_array(g, y, axes)
-
-    def backward(self, u):
-        g, y = self.inputs
-        gg = SoftmaxGrad.apply(u, y, axes=self.axes) if g.requires_grad else None
-        gy = None
-        if y.requires_grad:
-            gy = u * (g - (g * y).sum(self.axes, keepdims=True)) - g * (u * y).sum(self.axes, keepdims=True)
-        return gg, gy
+        y = self.output
+        return y * (g - (g * y).sum(self.axes, keepdims=True))
 
 
 class LogSoftmax(Function):
@@ -109,6 +44,8 @@ class LogSoftmax(Function):
     def forward(self, x, axes):
         self.axes = axes
         xp = array_module(x)
+        if x.size == 0:
+            return xp.zeros_like(x)
         shifted = x - xp.max(x, axis=axes, keepdims=True)
         return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axes, keepdims=True))
 
@@ -125,28 +62,28 @@ def as_mask(mask, xp, shape: tuple, name: str):
     except ValueError as exc:  # a ragged nested list
         raise ValueError(f"{name} must be a rectangular boolean array: {exc}") from exc
     if mask.dtype.kind not in "biu":
+        hint = "; for an additive mask add it to the logits instead" * (mask.dtype.kind == "f")
         raise TypeError(f"{name} must be a boolean (or 0/1 integer) array where True means keep, "
-                        f"got dtype {mask.dtype}"
-                        + ("; for an additive mask add it to the logits instead" if mask.dtype.kind == "f" else ""))
+                        f"got dtype {mask.dtype}{hint}")
     if mask.dtype != bool:
         mask = mask != 0
     check_broadcast(mask.shape, shape, name)
     return mask
 
 
-def softmax(x, axis=-1, mask=None, overwrite_x=False) -> Tensor:
+def softmax(x, axis=-1, mask=None) -> Tensor:
     """exp(x) / sum(exp(x)) over ``axis`` (an int or a tuple: one joint softmax).
 
     ``mask`` (bool, broadcastable to x, True = keep) gives masked entries probability exactly
     0; a slice with nothing kept becomes all zeros with zero gradient, never NaN.
-    ``overwrite_x=True`` computes the result in x's memory, for a caller that will never read
-    x's values again (MultiHeadAttention, with the scores it just made). Gradients are not
-    affected: softmax's gradient reads its output only.
     """
     x = as_tensor(x)
     axes = normalize_axes(axis, x.ndim)
-    return Softmax.apply(x, axes=axes, mask=None if mask is None else as_mask(mask, x.xp, x.shape, "mask"),
-                         overwrite_x=bool(overwrite_x))
+    mask = None if mask is None else as_mask(mask, x.xp, x.shape, "mask")
+    kernel = kernel_for("softmax")
+    if kernel is not None:
+        return kernel(x, axes, mask)
+    return Softmax.apply(x, axes=axes, mask=mask)
 
 
 def log_softmax(x, axis=-1) -> Tensor:
@@ -175,14 +112,16 @@ def dropout(x, rate, training=True, seed=None) -> Tensor:
 
 def check_dropout_args(rate, seed, op: str) -> None:
     if seed is None and type(rate) in (float, int) and 0 <= rate < 1:
-        return  # the common case, without the (slower) abstract number checks below
+        return  # the common case: nothing more to check
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
         raise ValueError(f"{op}: dropout rate must be a number in [0, 1), got {rate!r}")
     if isinstance(seed, bool) or not (seed is None or isinstance(seed, numbers.Integral)
                                       or hasattr(seed, "random")):
-        raise TypeError(f"{op}: seed must be None, a non-negative int or a generator, got seed={seed!r}")
+        raise TypeError(f"{op}: seed must be None, a non-negative int or a generator, "
+                        f"got seed={seed!r}")
     if isinstance(seed, numbers.Integral) and seed < 0:
-        raise ValueError(f"{op}: seed must be None, a non-negative int or a generator, got seed={seed!r}")
+        raise ValueError(f"{op}: seed must be None, a non-negative int or a generator, "
+                         f"got seed={seed!r}")
 
 
 def dropout_scale(shape, dtype, rate: float, seed, device):

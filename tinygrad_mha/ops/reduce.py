@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-
 from ..backend import array_module
-from ..tensor import Function, Tensor, is_grad_enabled
+from ..tensor import Function, Tensor
 from .common import as_tensor, normalize_axes
-from .shape import BroadcastTo, Reshape
 
 
 def _kept_shape(shape, axes):
@@ -21,21 +18,13 @@ class Sum(Function):
 
     def forward(self, a, axes, keepdims):
         self.axes = axes
-        # the method, and axis=None for a full sum: NumPy takes a third longer over all axes named
-        return a.sum(axis=None if len(axes) == a.ndim else axes, keepdims=keepdims)
+        return a.sum(axis=axes, keepdims=keepdims)
 
     def backward(self, g):
         shape = self.inputs[0].shape
-        # The internal ops directly: the shapes are right by construction, and the public
-        # functions' checks took most of this backward's time. A scalar broadcasts as it is.
-        if not is_grad_enabled():  # the same views, without graph nodes (nothing records them)
-            data = g.data
-            if data.ndim and data.ndim != len(shape):
-                data = data.reshape(_kept_shape(shape, self.axes))
-            return Tensor._wrap(data if data.shape == shape else array_module(data).broadcast_to(data, shape))
-        if g.ndim and g.ndim != len(shape):
-            g = Reshape.apply(g, shape=_kept_shape(shape, self.axes))
-        return g if g.shape == shape else BroadcastTo.apply(g, shape=shape)
+        if g.ndim != len(shape):  # put the summed axes back as 1s (a scalar broadcasts as is)
+            g = g.reshape(_kept_shape(shape, self.axes))
+        return g.broadcast_to(shape)
 
 
 class SumTo(Function):
@@ -43,24 +32,13 @@ class SumTo(Function):
     uses_inputs, uses_output = "none", False
 
     def forward(self, a, shape):
-        return sum_to_array(a, shape)
+        lead = a.ndim - len(shape)  # the axes broadcasting created, and those it stretched
+        axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                          if n == 1 and a.shape[lead + i] != 1)
+        return a.sum(axis=axes, keepdims=True).reshape(shape)
 
     def backward(self, g):
         return g.broadcast_to(self.inputs[0].shape)
-
-
-def sum_to_array(a, shape: tuple):
-    """The arithmetic of ``SumTo`` on a backend array."""
-    axes = _broadcast_axes(a.shape, shape)
-    return (a.sum(axis=axes, keepdims=True) if axes else a).reshape(shape)
-
-
-@functools.lru_cache(maxsize=1024)
-def _broadcast_axes(big: tuple, shape: tuple) -> tuple:
-    """The axes of ``big`` that broadcasting ``shape`` up to it created or stretched (cached:
-    the engine asks for every bias gradient of every step)."""
-    lead = len(big) - len(shape)
-    return tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and big[lead + i] != 1)
 
 
 class MaxMin(Function):
@@ -70,7 +48,8 @@ class MaxMin(Function):
         xp = array_module(a)
         self.axes = axes
         out = (xp.max if largest else xp.min)(a, axis=axes, keepdims=True)
-        return out if keepdims else out.reshape(tuple(n for i, n in enumerate(a.shape) if i not in axes))
+        kept = tuple(n for i, n in enumerate(a.shape) if i not in axes)
+        return out if keepdims else out.reshape(kept)
 
     def backward(self, g):
         a = self.inputs[0]
@@ -108,7 +87,8 @@ def max(a, axis=None, keepdims=False):  # noqa: A001
 def min(a, axis=None, keepdims=False):  # noqa: A001
     a = as_tensor(a)
     _check_reducible(a, axis, "min")
-    return MaxMin.apply(a, axes=normalize_axes(axis, a.ndim), keepdims=bool(keepdims), largest=False)
+    return MaxMin.apply(a, axes=normalize_axes(axis, a.ndim), keepdims=bool(keepdims),
+                        largest=False)
 
 
 def mean(a, axis=None, keepdims=False):

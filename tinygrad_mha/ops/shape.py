@@ -10,8 +10,9 @@ import math
 
 import numpy as np
 
-from ..backend import array_module, check_index, is_cupy_array, scatter_add, to_device
-from ..tensor import Function, Tensor, is_grad_enabled
+from ..backend import (array_module, check_index, is_cupy_array, scatter_add,
+                       to_device)
+from ..tensor import Function, Tensor
 from .common import as_tensor, normalize_axes, same_device
 
 
@@ -85,10 +86,11 @@ class Concatenate(Function):
         return array_module(arrays[0]).concatenate(arrays, axis=axis)
 
     def backward(self, g):
-        grads, start, take = [], 0, _slicer(g)
+        grads, start = [], 0
         for t in self.inputs:
             stop = start + t.shape[self.axis]
-            grads.append(take((slice(None),) * self.axis + (slice(start, stop),)) if t.requires_grad else None)
+            index = (slice(None),) * self.axis + (slice(start, stop),)
+            grads.append(g[index] if t.requires_grad else None)
             start = stop
         return tuple(grads)
 
@@ -102,17 +104,8 @@ class Stack(Function):
         return array_module(arrays[0]).stack(arrays, axis=axis)
 
     def backward(self, g):
-        take = _slicer(g)
-        return tuple(take((slice(None),) * self.axis + (i,)) if t.requires_grad else None
+        return tuple(g[(slice(None),) * self.axis + (i,)] if t.requires_grad else None
                      for i, t in enumerate(self.inputs))
-
-
-def _slicer(g: Tensor):
-    """``g[index]`` for basic indices: a recorded op under create_graph, else a plain view
-    (a recorded op per slice cost more than the whole stack forward at the small MHA size)."""
-    if is_grad_enabled():
-        return g.__getitem__
-    return lambda index: Tensor._wrap(g.data[index])
 
 
 # ---------------------------------------------------------------- functional forms
@@ -127,7 +120,7 @@ def reshape(a, *shape):
 def _reshape_target(shape, new):
     """Resolve a -1 in ``new`` and check the element count, with a message naming both shapes."""
     new = tuple(int(n) for n in new)
-    size = math.prod(shape)  # (not np.prod: on a tuple that costs more than the reshape itself)
+    size = math.prod(shape)
     if new.count(-1) > 1 or any(n < -1 for n in new):
         raise ValueError(f"cannot reshape tensor of shape {shape} into {new}: bad dimension")
     if -1 in new:
@@ -149,10 +142,12 @@ def transpose(a, *axes):
     axes = tuple(axes)
     if any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not -a.ndim <= x < a.ndim
            for x in axes):
-        raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}")
+        raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} "
+                         f"axes of shape {a.shape}")
     axes = tuple(int(x) % a.ndim for x in axes)
     if sorted(axes) != list(range(a.ndim)):
-        raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}")
+        raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} "
+                         f"axes of shape {a.shape}")
     return a if axes == tuple(range(a.ndim)) else Transpose.apply(a, axes=axes)
 
 
@@ -228,7 +223,8 @@ def concatenate(tensors, axis=0):
         raise ValueError("concatenate cannot join 0-d tensors; use stack")
     axis = normalize_axes(axis, first.ndim)[0]
     for i, t in enumerate(tensors):
-        if t.ndim != first.ndim or any(t.shape[d] != first.shape[d] for d in range(t.ndim) if d != axis):
+        if t.ndim != first.ndim or any(t.shape[d] != first.shape[d]
+                                       for d in range(t.ndim) if d != axis):
             raise ValueError(f"concatenate: tensor {i} has shape {t.shape}, which does not match "
                              f"{first.shape} outside axis {axis}")
     return Concatenate.apply(*tensors, axis=axis)
