@@ -16,8 +16,9 @@ from .kernels import use_kernels
 from . import constraints, initializers, layers, losses, optimizers, regularizers
 from .layers import MultiHeadAttention
 
-__all__ = ["__version__", "Tensor", "GradcheckError", "concatenate", "cuda_available", "dot_product_attention", "dropout",
-           "einsum", "enable_grad", "grad", "gradcheck", "gradgradcheck", "log_softmax", "matmul",
+__all__ = ["__version__", "Tensor", "GradcheckError", "concatenate", "cuda_available",
+           "dot_product_attention", "dropout", "einsum", "enable_grad", "grad", "gradcheck",
+           "gradgradcheck", "log_softmax", "matmul",
            "no_grad", "set_seed", "softmax", "stack", "tensordot", "where", "MultiHeadAttention",
            "layers", "initializers", "regularizers", "constraints", "optimizers", "losses",
            "use_kernels"]

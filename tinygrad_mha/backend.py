@@ -29,7 +29,8 @@ def _import_cupy():
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA driver missing or broken
-        raise RuntimeError(f'device "cuda" needs a working CUDA GPU, but CuPy reports: {exc}') from exc
+        raise RuntimeError(
+            f'device "cuda" needs a working CUDA GPU, but CuPy reports: {exc}') from exc
     if count < 1:
         raise RuntimeError('device "cuda" needs a CUDA GPU, but CuPy found none')
     _cupy = cupy
@@ -108,7 +109,8 @@ _generators: dict = {}
 def set_seed(seed) -> None:
     """Seed every device's generator (initializers and dropout draw from them)."""
     global _seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
         raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
     _seed = None if seed is None else int(seed)
     _generators.clear()
@@ -206,14 +208,16 @@ def check_index(index, shape) -> None:
     """
     parts = index if isinstance(index, tuple) else (index,)
     kinds = [getattr(getattr(p, "dtype", None), "kind", None) for p in parts]
-    width = [getattr(p, "ndim", 0) if k == "b" or isinstance(p, bool) else 0 if p is None or p is Ellipsis
+    width = [getattr(p, "ndim", 0) if k == "b" or isinstance(p, bool)
+             else 0 if p is None or p is Ellipsis
              else 1 for p, k in zip(parts, kinds)]  # how many axes of ``shape`` each part indexes
     axis = 0
     for p, kind, w in zip(parts, kinds, width):
         if p is Ellipsis:
             axis += max(len(shape) - sum(width), 0)
             continue
-        integer = kind in ("i", "u") or (isinstance(p, (int, np.integer)) and not isinstance(p, bool))
+        integer = kind in ("i", "u") or (isinstance(p, (int, np.integer))
+                                          and not isinstance(p, bool))
         if integer and axis < len(shape) and getattr(p, "size", 1) > 0:
             size = shape[axis]
             if getattr(p, "ndim", 0) == 0:
@@ -222,5 +226,6 @@ def check_index(index, shape) -> None:
                 low, high = int(p.min()), int(p.max())
             for bad in (low, high):
                 if not -size <= bad < size:
-                    raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {size}")
+                    raise IndexError(f"index {bad} is out of bounds for axis {axis} "
+                                     f"with size {size}")
         axis += w

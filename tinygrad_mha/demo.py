@@ -84,8 +84,10 @@ class AttentionModel(Model):
     def describe(self) -> str:
         c = self.config
         return (f"Embedding({c['vocab']}, {c['d_model']}) + sinusoidal PositionalEncoding -> "
-                f"MultiHeadAttention({c['num_heads']} heads, key_dim {c['d_model'] // c['num_heads']}) "
-                f"+ residual, LayerNorm -> Dense({c['ff_dim']}, relu), Dense({c['d_model']}) + residual, "
+                f"MultiHeadAttention({c['num_heads']} heads, "
+                f"key_dim {c['d_model'] // c['num_heads']}) "
+                f"+ residual, LayerNorm -> Dense({c['ff_dim']}, relu), "
+                f"Dense({c['d_model']}) + residual, "
                 f"LayerNorm -> Dense({c['vocab']})")
 
 
@@ -203,8 +205,10 @@ def write_plots(result: Result, task: str, out: str) -> list[str]:
         plotting.loss_curve(result.history, os.path.join(out, f"loss_{task}.png"),
                             title=f"Training loss: {TASKS[task].description}"),
         plotting.attention_heatmaps(scores, os.path.join(out, f"attention_{task}.png"),
-                                    title=f"{task}: where each output position looks (input {digits})",
-                                    queries=[f"{i}: {d}" for i, d in enumerate(result.predictions[0])],
+                                    title=f"{task}: where each output position looks "
+                                          f"(input {digits})",
+                                    queries=[f"{i}: {d}"
+                                             for i, d in enumerate(result.predictions[0])],
                                     keys=[f"{i}: {d}" for i, d in enumerate(tokens[0])],
                                     query_label="output position: predicted digit",
                                     key_label="input position: digit"),
@@ -222,7 +226,8 @@ def _checked(check, *args):
 
 
 def run(args, out=sys.stdout) -> int:
-    """``python -m tinygrad_mha demo``; returns the exit status (0: learned and all checks passed)."""
+    """``python -m tinygrad_mha demo``; returns the exit status (0: learned and all checks
+    passed)."""
     backend.xp_for(args.device)  # a missing CuPy or GPU is reported before any work starts
     start = time.perf_counter()
     task = TASKS[args.task]
@@ -233,22 +238,25 @@ def run(args, out=sys.stdout) -> int:
     with blas_threads(args.threads):
         say(f"engine: gradcheck of causal scaled dot-product attention built from raw ops: "
             f"{'passed' if engine_check(args.seed) else 'FAILED'}")
-        result = train(args.task, steps=steps, seed=args.seed, device=args.device, length=args.length,
-                       batch_size=args.batch_size, progress=not args.quiet, threads=args.threads)
+        result = train(args.task, steps=steps, seed=args.seed, device=args.device,
+                       length=args.length, batch_size=args.batch_size, progress=not args.quiet,
+                       threads=args.threads)
         model = result.model
         say(f"model: {model.describe()}; {sum(w.size for w in model.weights)} weights")
         say(f"trained {len(result.history.steps)} steps of {args.batch_size} sequences in "
             f"{result.seconds:.1f} s")
         met = result.token_accuracy >= args.target
-        say(f"accuracy on {len(result.x_test)} held-out sequences: {100 * result.token_accuracy:.2f}% of "
-            f"digits, {100 * result.sequence_accuracy:.2f}% of whole sequences (chance: 10% of digits) "
+        say(f"accuracy on {len(result.x_test)} held-out sequences: "
+            f"{100 * result.token_accuracy:.2f}% of digits, "
+            f"{100 * result.sequence_accuracy:.2f}% of whole sequences (chance: 10% of digits) "
             f"-> {'OK' if met else 'BELOW'} the {100 * args.target:.0f}% target")
         digits = lambda row: " ".join(map(str, row))  # noqa: E731
         for x, pred, want in zip(result.x_test[:3], result.predictions[:3], result.y_test[:3]):
             verdict = "correct" if np.array_equal(pred, want) else f"target {digits(want)}"
             say(f"  input {digits(x)}  ->  predicted {digits(pred)}  ({verdict})")
         small_ok, n_small, why = _checked(gradcheck_small_model, args.seed)
-        say(f"gradcheck: tiny float64 copy of the architecture, all {n_small} weights elementwise: {why}")
+        say(f"gradcheck: tiny float64 copy of the architecture, all {n_small} weights "
+            f"elementwise: {why}")
         trained_ok, n_tensors, why = _checked(gradcheck_trained, model, result.x_test[:4])
         say(f"gradcheck: float64 copy of the trained model, a random direction in each of its "
             f"{n_tensors} weight tensors: {why}")

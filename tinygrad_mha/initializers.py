@@ -39,7 +39,8 @@ def compute_fans(shape, input_axes=None, output_axes=None) -> tuple[int, int]:
     """
     shape = tuple(shape)
     if input_axes is not None and output_axes is not None:
-        return int(math.prod(shape[a] for a in input_axes)), int(math.prod(shape[a] for a in output_axes))
+        return (int(math.prod(shape[a] for a in input_axes)),
+                int(math.prod(shape[a] for a in output_axes)))
     if len(shape) == 0:
         return 1, 1
     if len(shape) == 1:
@@ -94,7 +95,8 @@ class Initializer:
         device = backend.check_device(device)
         xp = backend.xp_for(device)  # fails early, and clearly, when "cuda" is unavailable
         for name, fan in (("fan_in", fan_in), ("fan_out", fan_out)):
-            if fan is not None and (isinstance(fan, bool) or not isinstance(fan, numbers.Real) or fan < 0):
+            if fan is not None and (isinstance(fan, bool) or not isinstance(fan, numbers.Real)
+                                    or fan < 0):
                 raise ValueError(f"{name} must be a non-negative number or None, got {fan!r}")
         return backend.to_device(self._generate(shape, dtype, xp, fan_in, fan_out), device)
 
@@ -122,10 +124,11 @@ class RandomInitializer(Initializer):
 
     def __init__(self, seed=None):
         ok = (seed is None or isinstance(seed, np.random.Generator)
-              or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and 0 <= seed < 2**32))
+              or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+                  and 0 <= seed < 2**32))
         if not ok:
-            raise ValueError(f"seed must be None, an int in [0, 2**32) or a numpy.random.Generator, "
-                             f"got {seed!r}")
+            raise ValueError("seed must be None, an int in [0, 2**32) "
+                             f"or a numpy.random.Generator, got {seed!r}")
         self.seed = int(seed) if isinstance(seed, (int, np.integer)) else seed
 
     def _rng(self) -> np.random.Generator:
@@ -251,7 +254,8 @@ class RandomUniform(RandomInitializer):
 
 
 class TruncatedNormal(RandomInitializer):
-    """Normal samples re-drawn until within 2 ``stddev`` of ``mean`` (so their std is ~0.88 stddev)."""
+    """Normal samples re-drawn until within 2 ``stddev`` of ``mean`` (so their std is ~0.88
+    stddev)."""
 
     def __init__(self, mean=0.0, stddev=0.05, seed=None):
         self.mean = _check_number(mean, "mean")
@@ -300,7 +304,8 @@ class VarianceScaling(RandomInitializer):
         variance = self.scale / max(1.0, n)
         rng = self._rng()
         if self.distribution == "truncated_normal":
-            values = _truncated_normal(rng, shape, 0.0, math.sqrt(variance) / TRUNCATED_NORMAL_STDDEV)
+            values = _truncated_normal(rng, shape, 0.0,
+                                       math.sqrt(variance) / TRUNCATED_NORMAL_STDDEV)
         elif self.distribution == "untruncated_normal":
             values = _normal(rng, shape, 0.0, math.sqrt(variance))
         else:
@@ -372,7 +377,8 @@ class Orthogonal(RandomInitializer):
 
     def _generate(self, shape, dtype, xp, fan_in, fan_out):
         if len(shape) < 2:
-            raise ValueError(f"Orthogonal initializer needs a shape of rank >= 2, got shape={shape}")
+            raise ValueError("Orthogonal initializer needs a shape of rank >= 2, "
+                             f"got shape={shape}")
         rows, cols = math.prod(shape[:-1]), shape[-1]
         a = _normal(self._rng(), (max(rows, cols), min(rows, cols)), 0.0, 1.0)
         q, r = np.linalg.qr(a)

@@ -37,7 +37,8 @@ def attention_2d(path) -> str:
     rows = cols = 4
     row_enc, col_enc = sinusoidal_table(rows, 8), sinusoidal_table(cols, 8)
     grid = np.concatenate([np.repeat(row_enc[:, None, :], cols, axis=1),
-                           np.repeat(col_enc[None, :, :], rows, axis=0)], axis=-1)[None]  # (1, 4, 4, 16)
+                           np.repeat(col_enc[None, :, :], rows, axis=0)],
+                          axis=-1)[None]  # (1, 4, 4, 16)
     layer = MultiHeadAttention(num_heads=2, key_dim=8, attention_axes=(1, 2), dtype="float64")
     layer.build(grid.shape, grid.shape)
     select = np.zeros((16, 2, 8))
@@ -49,7 +50,8 @@ def attention_2d(path) -> str:
     with no_grad():
         _, scores = layer(grid, grid, return_attention_scores=True)  # (1, 2, 4, 4, 4, 4)
     return plotting.attention_heatmaps(
-        scores, path, title="2-D attention over a 4x4 grid: head 0 attends along rows, head 1 along columns")
+        scores, path,
+        title="2-D attention over a 4x4 grid: head 0 attends along rows, head 1 along columns")
 
 
 def computational_graph(path) -> str:
@@ -128,7 +130,8 @@ def main(args=None) -> int:
             for path in write_plots(result, task, out):
                 print(f"wrote {path}  ({task}: {100 * result.token_accuracy:.1f}% digit accuracy)")
         print(f"wrote {attention_2d(os.path.join(out, 'attention_2d.png'))}")
-        print(f"wrote {plotting.gradcheck_error_vs_eps(os.path.join(out, 'gradcheck_error_vs_eps.png'))}")
+        eps_path = os.path.join(out, 'gradcheck_error_vs_eps.png')
+        print(f"wrote {plotting.gradcheck_error_vs_eps(eps_path)}")
         print(f"wrote {computational_graph(os.path.join(out, 'computational_graph.png'))}")
         path, source = benchmark_bars(os.path.join(out, "benchmark_bars.png"))
         print(f"wrote {path}  ({source})")

@@ -77,7 +77,8 @@ def _attention_panels(scores: np.ndarray, attention_dims, batch_index: int):
     (rows, cols) is shown as a (rows*cols, rows*cols) matrix: query pixels down, key pixels across.
     """
     if scores.ndim < 2:
-        raise ValueError(f"attention_heatmaps: scores need at least 2 axes (queries, keys), got shape {scores.shape}")
+        raise ValueError("attention_heatmaps: scores need at least 2 axes (queries, keys), got "
+                         f"shape {scores.shape}")
     if scores.ndim == 2:
         return scores[None], 1, scores.shape[:1], scores.shape[1:]
     if attention_dims is None:
@@ -86,13 +87,15 @@ def _attention_panels(scores: np.ndarray, attention_dims, batch_index: int):
         elif (scores.ndim - 2) % 2 == 0:
             attention_dims = (scores.ndim - 2) // 2
         else:
-            raise ValueError(f"attention_heatmaps: cannot tell the attention axes of scores with shape "
-                             f"{scores.shape}; pass attention_dims (the number of attention axes)")
+            raise ValueError("attention_heatmaps: cannot tell the attention axes of scores with "
+                             f"shape {scores.shape}; "
+                             "pass attention_dims (the number of attention axes)")
     k = int(attention_dims)
     lead = scores.ndim - 2 * k - 1  # batch axes before the head axis
     if k < 1 or lead < 0:
-        raise ValueError(f"attention_heatmaps: attention_dims={attention_dims} does not fit scores of "
-                         f"shape {scores.shape}: need (batch..., heads, {k} query axes, {k} key axes)")
+        raise ValueError(f"attention_heatmaps: attention_dims={attention_dims} does not fit scores "
+                         f"of shape {scores.shape}: "
+                         f"need (batch..., heads, {k} query axes, {k} key axes)")
     if lead:
         if not -scores.shape[0] <= batch_index < scores.shape[0]:
             raise ValueError(f"attention_heatmaps: batch_index {batch_index} is out of range for "
@@ -130,8 +133,10 @@ def attention_heatmaps(scores, path=None, title="Attention scores", queries=None
         ax.set_title(f"head {h}", fontsize=10)
         n_t, n_s = panels.shape[1:]
         if len(t_shape) > 1:
-            ax.set_xlabel(key_label or f"key position (flattened {'x'.join(map(str, s_shape))})", fontsize=8)
-            ax.set_ylabel(query_label or f"query position (flattened {'x'.join(map(str, t_shape))})",
+            ax.set_xlabel(key_label or f"key position (flattened {'x'.join(map(str, s_shape))})",
+                          fontsize=8)
+            ax.set_ylabel(query_label
+                          or f"query position (flattened {'x'.join(map(str, t_shape))})",
                           fontsize=8)
         else:
             ax.set_xlabel(key_label or "key position", fontsize=8)
@@ -195,8 +200,8 @@ def loss_curve(history, path=None, title="Training loss", log_scale=True):
     handles, labels = ax.get_legend_handles_labels()
     if "accuracy" in data and data["accuracy"].size == loss.size:
         ax2 = ax.twinx()
-        ax2.plot(steps, _moving_average(data["accuracy"], window), color="tab:orange", linewidth=1.5,
-                 label="accuracy (training batches)")
+        ax2.plot(steps, _moving_average(data["accuracy"], window), color="tab:orange",
+                 linewidth=1.5, label="accuracy (training batches)")
         ax2.set_ylim(0, 1.02)
         ax2.set_ylabel("accuracy")
         h2, l2 = ax2.get_legend_handles_labels()
@@ -266,7 +271,8 @@ def gradcheck_error_vs_eps(path=None, fn=None, x=None, eps_values=None,
 
     fig = _figure(6.4, 4.2)
     ax = fig.subplots()
-    ax.loglog(eps_values, forward, "o-", markersize=3, color="tab:gray", label="forward (f(x+e)-f(x))/e")
+    ax.loglog(eps_values, forward, "o-", markersize=3, color="tab:gray",
+              label="forward (f(x+e)-f(x))/e")
     ax.loglog(eps_values, central, "o-", markersize=3, color="tab:blue",
               label="central (f(x+e)-f(x-e))/2e")
     best = int(np.argmin(central))
@@ -295,7 +301,8 @@ def gradcheck_error_vs_eps(path=None, fn=None, x=None, eps_values=None,
 def _graph(root: Tensor, max_nodes: int):
     """Tensors and Function nodes reachable from ``root`` (iteratively), with edges."""
     tensors, functions, edges = {}, {}, []
-    canonical = {}  # graph node -> the one Tensor drawn for it (stand-ins share their tensor's node)
+    # graph node -> the one Tensor drawn for it (stand-ins share their tensor's node)
+    canonical = {}
 
     def canon(t):
         key = id(t._ctx) if t._ctx is not None else id(t)
@@ -314,8 +321,8 @@ def _graph(root: Tensor, max_nodes: int):
         if ctx is None:
             continue
         if ctx.inputs is None:
-            raise ValueError("computational_graph: this graph was freed by backward(); draw it before "
-                             "calling backward, or call backward(retain_graph=True)")
+            raise ValueError("computational_graph: this graph was freed by backward(); draw it "
+                             "before calling backward, or call backward(retain_graph=True)")
         functions[id(ctx)] = ctx
         edges.append((id(ctx), id(t)))
         for parent in map(canon, ctx.inputs):
@@ -373,7 +380,8 @@ def computational_graph(tensor, path=None, title=None, max_nodes=80):
     for a, b in edges:
         (x0, y0), (x1, y1) = pos[a], pos[b]
         ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops=dict(arrowstyle="-|>", color="0.35", shrinkA=18, shrinkB=18, linewidth=1))
+                    arrowprops=dict(arrowstyle="-|>", color="0.35", shrinkA=18, shrinkB=18,
+                                    linewidth=1))
     counter = 0
     for node, (x, y) in pos.items():
         if node in functions:
@@ -406,20 +414,22 @@ def computational_graph(tensor, path=None, title=None, max_nodes=80):
 
 # ---------------------------------------------------------------- benchmark bars
 def _benchmark_rows(rows):
-    """Normalise rows to (label, {series: value}); accepts dicts with "label" or (label, value|dict)."""
+    """Normalise rows to (label, {series: value}); accepts dicts with "label" or
+    (label, value|dict)."""
     out = []
     for i, row in enumerate(rows):
         if isinstance(row, dict):
             row = dict(row)
             label = row.pop("label", None) or row.pop("case", None) or f"row {i}"
-            values = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            values = {k: float(v) for k, v in row.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
         elif isinstance(row, (tuple, list)) and len(row) == 2:
             label, value = row
             values = ({k: float(v) for k, v in value.items()} if isinstance(value, dict)
                       else {"time": float(value)})
         else:
-            raise TypeError(f"benchmark_bars: row {i} must be a dict with a 'label' or a (label, value) "
-                            f"pair, got {row!r}")
+            raise TypeError(f"benchmark_bars: row {i} must be a dict with a 'label' "
+                            f"or a (label, value) pair, got {row!r}")
         if not values:
             raise ValueError(f"benchmark_bars: row {i} ({label!r}) has no numbers")
         out.append((str(label), values))
@@ -493,7 +503,8 @@ def read_results_table(path, numeric=("numpy ms", "framework ms"), label_columns
         except ValueError:
             continue
         parts = [record[c] for c in label_columns if c in record and record[c]]
-        label = parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "") if parts else f"row {len(rows)}"
+        label = (parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")
+                 if parts else f"row {len(rows)}")
         rows.append({"label": label, **values})
     return rows
 
@@ -529,7 +540,8 @@ def show(fig, name="figure", folder=None) -> None:
         display(Image(data=buffer.getvalue(), format="png"))
     folder = folder or os.environ.get(FIGURES_ENV)
     if folder:
-        print(f"figure {name!r}: wrote {_save(fig, os.path.join(os.fspath(folder), name + '.png'))}")
+        path = _save(fig, os.path.join(os.fspath(folder), name + '.png'))
+        print(f"figure {name!r}: wrote {path}")
     elif not notebook:
         print(f"figure {name!r} drawn, not saved (open this tutorial as a notebook to see it, "
               f"or set {FIGURES_ENV}=DIR to write DIR/{name}.png)")
@@ -574,7 +586,10 @@ def broadcasting_diagram(a_shape=(3, 1), b_shape=(1, 4), path=None):
     out = np.broadcast_shapes(a2, b2)  # raises NumPy's own error for incompatible shapes
 
     def name(prefix, shape):
-        return lambda r, c: f"{prefix}{(r if shape[0] > 1 else 0) * shape[1] + (c if shape[1] > 1 else 0)}"
+        def label(r, c):
+            index = (r if shape[0] > 1 else 0) * shape[1] + (c if shape[1] > 1 else 0)
+            return f"{prefix}{index}"
+        return label
 
     def kept(shape, full):
         return lambda r, c: (shape[0] == full[0] or r == 0) and (shape[1] == full[1] or c == 0)
@@ -600,7 +615,8 @@ def einsum_diagram(subscripts, a, b, out_index=None, path=None):
     output element multiplies and sums (framed in red), next to that element."""
     a, b = np.asarray(_host(a), dtype=np.float64), np.asarray(_host(b), dtype=np.float64)
     if "->" not in subscripts:
-        raise ValueError(f"einsum_diagram needs an explicit output ('ij,jk->ik'), got {subscripts!r}")
+        raise ValueError("einsum_diagram needs an explicit output ('ij,jk->ik'), got "
+                         f"{subscripts!r}")
     inputs, output = subscripts.replace(" ", "").split("->")
     letters = inputs.split(",")
     if len(letters) != 2 or a.ndim > 2 or b.ndim > 2:
@@ -748,11 +764,13 @@ def long_attention_figure(rows, path=None, title="Attention training step: dense
     styles = {"dense": ("#c00000", "o"), "blocked": ("#2e75b6", "s"), "torch": ("#7f7f7f", "^")}
     for name, (color, marker) in styles.items():
         for causal, line in ((False, "-"), (True, "--")):
-            pts = [(r["T"], r[name + "_ms"]) for r in rows if r.get("causal", False) == causal and name + "_ms" in r]
+            pts = [(r["T"], r[name + "_ms"]) for r in rows
+                   if r.get("causal", False) == causal and name + "_ms" in r]
             if pts and ax_t is not None:
                 ax_t.plot(*zip(*pts), line, color=color, marker=marker,
                           label=f"{name}{' causal' if causal else ''}")
-            pts = [(r["T"], r[name + "_mb"]) for r in rows if r.get("causal", False) == causal and name + "_mb" in r]
+            pts = [(r["T"], r[name + "_mb"]) for r in rows
+                   if r.get("causal", False) == causal and name + "_mb" in r]
             if pts:
                 ax_m.plot(*zip(*pts), line, color=color, marker=marker,
                           label=f"{name}{' causal' if causal else ''}")
@@ -772,7 +790,7 @@ def long_attention_figure(rows, path=None, title="Attention training step: dense
 
 
 __all__ = ["attention_heatmaps", "loss_curve", "gradcheck_error_vs_eps", "computational_graph",
-           "benchmark_bars", "finite_difference_errors", "read_results_table", "show", "in_notebook",
-           "broadcasting_diagram", "einsum_diagram", "softmax_temperature", "dropout_masks",
-           "block_sweep_figure", "long_attention_figure"]
+           "benchmark_bars", "finite_difference_errors", "read_results_table", "show",
+           "in_notebook", "broadcasting_diagram", "einsum_diagram", "softmax_temperature",
+           "dropout_masks", "block_sweep_figure", "long_attention_figure"]
 

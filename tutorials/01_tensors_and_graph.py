@@ -51,7 +51,8 @@ print("small mode" if SMALL else "full size")
 # %%
 x = tm.Tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
 print(repr(x))
-print("data is a", type(x.data).__name__, "| shape", x.shape, "| dtype", x.dtype, "| device", x.device)
+print("data is a", type(x.data).__name__, "| shape", x.shape, "| dtype", x.dtype,
+      "| device", x.device)
 print("integers stay integers:", tm.Tensor([1, 2]).dtype, "| float32 stays float32:",
       tm.Tensor(np.ones(2, dtype=np.float32)).dtype)
 
@@ -62,7 +63,8 @@ print("integers stay integers:", tm.Tensor([1, 2]).dtype, "| float32 stays float
 
 # %%
 x32 = tm.Tensor(np.ones(3, dtype=np.float32))
-print("float32 * 0.5 ->", (x32 * 0.5).dtype, "| float32 * np.float64(0.5) ->", (x32 * np.float64(0.5)).dtype)
+print("float32 * 0.5 ->", (x32 * 0.5).dtype,
+      "| float32 * np.float64(0.5) ->", (x32 * np.float64(0.5)).dtype)
 
 # %% [markdown]
 # The flag is `requires_grad`. A tensor created with `requires_grad=True` is a **leaf**:
@@ -86,8 +88,8 @@ print("w is a leaf:", w.is_leaf, "| requires_grad:", w.requires_grad)
 print(inspect.getsource(Function.apply))
 
 # %% [markdown]
-# Let's build $y = \tanh(xw + b)$ and a scalar loss $L = \sum_i y_i^2$ and look at what was recorded.
-# Naming tensors is optional; it only makes the printout readable.
+# Let's build $y = \tanh(xw + b)$ and a scalar loss $L = \sum_i y_i^2$ and look at what was
+# recorded. Naming tensors is optional; it only makes the printout readable.
 
 # %%
 x.name, w.name, b.name = "x", "w", "b"
@@ -127,7 +129,8 @@ def show_graph(root: Tensor) -> list[str]:
     lines, stack = [], [(root, 0)]
     while stack:  # iterative, never recursive: graphs can be very deep
         t, depth = stack.pop()
-        op = f"  <- {type(t._ctx).__name__}" if t._ctx is not None else ("  (leaf)" if t.requires_grad else "  (constant)")
+        op = (f"  <- {type(t._ctx).__name__}" if t._ctx is not None
+              else ("  (leaf)" if t.requires_grad else "  (constant)"))
         lines.append("    " * depth + f"{t.name or 'tensor'} {t.shape}{op}")
         if t._ctx is not None:
             stack.extend((parent, depth + 1) for parent in reversed(t._ctx.inputs))
@@ -215,7 +218,8 @@ print(inspect.getsource(tm.tensor._GradientSums))
 #
 # A recursive graph walk would stop at Python's recursion limit (about 1,000 frames). The
 # engine's walk is iterative, and so a chain of 100,000 multiplications back-propagates
-# fine. For $y = x \cdot c^n$ (n multiplications by the constant $c$), $\partial y / \partial x = c^n$.
+# fine. For $y = x \cdot c^n$ (n multiplications by the constant $c$),
+# $\partial y / \partial x = c^n$.
 
 # %%
 n = 2_000 if SMALL else 100_000
@@ -261,7 +265,8 @@ with tm.no_grad():
 # backward visits every node before the nodes that made its inputs, the loss's own first
 nodes = _graph_nodes([out])
 position = {id(node): i for i, node in enumerate(nodes)}
-assert all(position[id(node)] < position[id(p._ctx)] for node in nodes for p in node.inputs if p._ctx)
+assert all(position[id(node)] < position[id(p._ctx)]
+           for node in nodes for p in node.inputs if p._ctx)
 assert nodes[0] is out._ctx and len(nodes) == 4  # sum, pow, tanh, matmul
 # the gradient matches the chain rule done in NumPy
 out.backward()

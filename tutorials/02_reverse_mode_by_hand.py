@@ -166,7 +166,8 @@ for i in range(n):   # one direction per input, two evaluations each
     step[i] = eps
     numeric[i] = (f_numpy(p0 + step) - f_numpy(p0 - step)) / (2 * eps)
     evaluations += 2
-print(f"reverse mode: 1 backward pass for {n} partials; finite differences: {evaluations} evaluations")
+print(f"reverse mode: 1 backward pass for {n} partials; "
+      f"finite differences: {evaluations} evaluations")
 print("largest difference between the two:", np.abs(p.grad - numeric).max())
 
 # %% [markdown]
@@ -184,7 +185,8 @@ print("largest difference between the two:", np.abs(p.grad - numeric).max())
 # adjoints of every row: $\bar b = \sum_n \bar Z_{n\cdot}$ (tutorial 03 is about this).
 #
 # $$\bar H = \frac{2}{NK}(H - Y),\quad \bar Z = \bar H \odot (1 - H^2),\quad
-#   \bar W = X^\top \bar Z,\quad \bar b = \textstyle\sum_n \bar Z_{n\cdot},\quad \bar X = \bar Z W^\top.$$
+#   \bar W = X^\top \bar Z,\quad \bar b = \textstyle\sum_n \bar Z_{n\cdot},\quad
+#   \bar X = \bar Z W^\top.$$
 
 # %%
 N, F, K = (4, 3, 2) if SMALL else (32, 16, 8)
@@ -202,7 +204,8 @@ X, W, bias = (tm.Tensor(arr, requires_grad=True) for arr in (Xa, Wa, ba))
 loss = (((X @ W + bias).tanh() - tm.Tensor(Ya)) ** 2).mean()
 loss.backward()
 for name, engine, hand in [("W", W.grad, W_bar), ("b", bias.grad, b_bar_vec), ("X", X.grad, X_bar)]:
-    print(f"d L / d {name}: shape {engine.shape}, largest |engine - by hand| = {np.abs(engine - hand).max():.2e}")
+    print(f"d L / d {name}: shape {engine.shape}, "
+          f"largest |engine - by hand| = {np.abs(engine - hand).max():.2e}")
 
 # %% [markdown]
 # The matrix-product rule is `MatMul` in `tinygrad_mha/ops/linalg.py`; compare it with

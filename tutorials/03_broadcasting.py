@@ -190,7 +190,8 @@ xhat = (xt - xt.mean(axis=-1, keepdims=True)) / (xt.var(axis=-1, keepdims=True) 
 gy = rng.standard_normal(xn.shape)
 (gamma * xhat + beta).backward(gy)
 print("beta.grad  == sum of g over rows:", np.allclose(beta.grad, gy.sum(axis=(0, 1))))
-print("gamma.grad == sum of g * xhat   :", np.allclose(gamma.grad, (gy * xhat.data).sum(axis=(0, 1))))
+print("gamma.grad == sum of g * xhat   :",
+      np.allclose(gamma.grad, (gy * xhat.data).sum(axis=(0, 1))))
 
 # %% [markdown]
 # ## Check: what this tutorial taught
@@ -219,13 +220,15 @@ for sa, sb in pairs:
     np.testing.assert_allclose(c.grad, sum_to_numpy(expect_c, sb), rtol=1e-12)
     # the adjoint identity <B x, g> = <x, S g>
     np.testing.assert_allclose(np.sum(np.broadcast_to(a.data, gout.shape) * gout),
-                               np.sum(a.data * tm.ops.sum_to(tm.Tensor(gout), sa).numpy()), rtol=1e-12)
+                               np.sum(a.data * tm.ops.sum_to(tm.Tensor(gout), sa).numpy()),
+                               rtol=1e-12)
     assert tm.gradcheck(lambda p, q: p * q, (tm.Tensor(a.data, requires_grad=True),
                                              tm.Tensor(c.data, requires_grad=True)))
 
 np.testing.assert_allclose(A.grad, sum_to_numpy(full_a, A.shape), rtol=1e-12)
 np.testing.assert_allclose(B.grad, sum_to_numpy(full_b, B.shape), rtol=1e-12)
-assert tm.gradcheck(lambda p, q: p @ q, (tm.Tensor(rng.standard_normal((2, 1, 3, 4)), requires_grad=True),
-                                         tm.Tensor(rng.standard_normal((3, 4, 2)), requires_grad=True)))
+assert tm.gradcheck(lambda p, q: p @ q,
+                    (tm.Tensor(rng.standard_normal((2, 1, 3, 4)), requires_grad=True),
+                     tm.Tensor(rng.standard_normal((3, 4, 2)), requires_grad=True)))
 np.testing.assert_allclose(beta.grad, gy.sum(axis=(0, 1)), rtol=1e-12)
 print("03: all checks passed")

@@ -57,7 +57,8 @@ print("small mode" if SMALL else "full size")
 
 # %%
 a34, b42, sq = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal((3, 3))
-q, k = rng.standard_normal((2, 5, 2, 3)), rng.standard_normal((2, 6, 2, 3))  # (batch, positions, heads, dim)
+# (batch, positions, heads, dim)
+q, k = rng.standard_normal((2, 5, 2, 3)), rng.standard_normal((2, 6, 2, 3))
 examples = [
     ("ij,jk->ik", (a34, b42), "matrix product"),
     ("ij->ji", (a34,), "transpose"),
@@ -92,7 +93,8 @@ plotting.show(contraction_figure, "einsum_contraction")
 # An einsum is **linear in each operand**. Take $C_{ik} = \sum_j A_{ij} B_{jk}$ and a loss
 # $L$ with upstream gradient $G_{ik} = \partial L / \partial C_{ik}$. Then
 #
-# $$\frac{\partial L}{\partial A_{ij}} = \sum_{i',k} G_{i'k}\,\frac{\partial C_{i'k}}{\partial A_{ij}}
+# $$\frac{\partial L}{\partial A_{ij}}
+#   = \sum_{i',k} G_{i'k}\,\frac{\partial C_{i'k}}{\partial A_{ij}}
 #   = \sum_k G_{ik} B_{jk}
 #   \quad\Longrightarrow\quad \bar A = \texttt{einsum("ik,jk->ij", G, B)}.$$
 #
@@ -120,7 +122,8 @@ def rule(subscripts: str, operands: list, g: np.ndarray, m: int) -> np.ndarray:
     return np.einsum(",".join(others) + "->" + terms[m], *arrays)
 
 
-for eq, shapes in [("ij,jk->ik", [(3, 4), (4, 2)]), ("bqhd,bkhd->bhqk", [(2, 5, 2, 3), (2, 6, 2, 3)]),
+for eq, shapes in [("ij,jk->ik", [(3, 4), (4, 2)]),
+                   ("bqhd,bkhd->bhqk", [(2, 5, 2, 3), (2, 6, 2, 3)]),
                    ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 5)])]:
     arrays = [rng.standard_normal(s) for s in shapes]
     tensors = [tm.Tensor(x, requires_grad=True) for x in arrays]
@@ -128,7 +131,8 @@ for eq, shapes in [("ij,jk->ik", [(3, 4), (4, 2)]), ("bqhd,bkhd->bhqk", [(2, 5, 
     g = rng.standard_normal(out.shape)
     out.backward(g)
     for m, t in enumerate(tensors):
-        print(f"{eq:>16}  operand {m}: engine == rule: {np.allclose(t.grad, rule(eq, arrays, g, m))}")
+        print(f"{eq:>16}  operand {m}: "
+              f"engine == rule: {np.allclose(t.grad, rule(eq, arrays, g, m))}")
 
 # %% [markdown]
 # ## 3. Two letters the rule cannot write down directly
@@ -143,7 +147,8 @@ for eq, shapes in [("ij,jk->ik", [(3, 4), (4, 2)]), ("bqhd,bkhd->bhqk", [(2, 5, 
 # **A repeated letter.** In `ii->` (the trace) and `ii->i` (the diagonal), only the
 # diagonal entries of $A$ reach the output:
 #
-# $$\operatorname{tr} A = \sum_i A_{ii} \;\Rightarrow\; \frac{\partial L}{\partial A_{ij}} = G\,\delta_{ij},
+# $$\operatorname{tr} A = \sum_i A_{ii} \;\Rightarrow\;
+#   \frac{\partial L}{\partial A_{ij}} = G\,\delta_{ij},
 # \qquad d_i = A_{ii} \;\Rightarrow\; \frac{\partial L}{\partial A_{ij}} = G_i\,\delta_{ij}.$$
 #
 # The rule would ask for output `ii`, a repeated output letter, which einsum forbids. The
@@ -185,7 +190,8 @@ qs, ks = (2, 3, 2, 2), (2, 4, 2, 2)
 qt = tm.Tensor(rng.standard_normal(qs), requires_grad=True)
 kt = tm.Tensor(rng.standard_normal(ks), requires_grad=True)
 print("gradcheck    :", tm.gradcheck(lambda a, b: tm.einsum("bqhd,bkhd->bhqk", a, b), (qt, kt)))
-print("gradgradcheck:", tm.gradgradcheck(lambda a, b: tm.einsum("bqhd,bkhd->bhqk", a, b) ** 2, (qt, kt)))
+print("gradgradcheck:",
+      tm.gradgradcheck(lambda a, b: tm.einsum("bqhd,bkhd->bhqk", a, b) ** 2, (qt, kt)))
 
 # %% [markdown]
 # ## 5. The equations of MultiHeadAttention
@@ -207,7 +213,8 @@ for axes, shape in [(None, (2, 5, 6)), ((2, 3), (2, 3, size, size + 1, 6))]:
     x_in = rng.random(shape)
     _, scores = layer(x_in, x_in, return_attention_scores=True)
     print(f"attention_axes={axes}: input {shape}")
-    print(f"   scores:   {layer._dot_equation:<24} -> {scores.shape}, softmax over axes {layer._softmax_axes}")
+    print(f"   scores:   {layer._dot_equation:<24} -> {scores.shape}, "
+          f"softmax over axes {layer._softmax_axes}")
     print(f"   combine:  {layer._combine_equation}")
 
 # %% [markdown]
@@ -223,7 +230,8 @@ for axes, shape in [(None, (2, 5, 6)), ((2, 3), (2, 3, size, size + 1, 6))]:
 
 # %%
 cases = [("ij,jk->ik", [(3, 4), (4, 2)]), ("bqhd,bkhd->bhqk", [(2, 3, 2, 2), (2, 4, 2, 2)]),
-         ("bhqk,bkhd->bqhd", [(2, 2, 3, 4), (2, 4, 2, 2)]), ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 2)]),
+         ("bhqk,bkhd->bqhd", [(2, 2, 3, 4), (2, 4, 2, 2)]),
+         ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 2)]),
          ("i,j->ij", [(3,), (4,)]), ("ij->ji", [(3, 4)])]
 for eq, shapes in cases:
     arrays = [rng.standard_normal(s) for s in shapes]
@@ -233,7 +241,8 @@ for eq, shapes in cases:
     g = rng.standard_normal(out.shape)
     out.backward(g)
     for m, t in enumerate(tensors):
-        np.testing.assert_allclose(t.grad, rule(eq, arrays, g, m), rtol=1e-10, atol=1e-12, err_msg=eq)
+        np.testing.assert_allclose(t.grad, rule(eq, arrays, g, m), rtol=1e-10, atol=1e-12,
+                                   err_msg=eq)
     assert tm.gradcheck(lambda *ts, eq=eq: tm.einsum(eq, *ts),
                         tuple(tm.Tensor(x, requires_grad=True) for x in arrays))
 
@@ -250,7 +259,8 @@ A3.zero_grad()
 tm.einsum("ii->i", A3).backward(gd)
 np.testing.assert_array_equal(A3.grad, np.diag(gd))
 for eq in ("ii->", "ii->i", "ij->i"):
-    assert tm.gradcheck(lambda t, eq=eq: tm.einsum(eq, t), (tm.Tensor(rng.standard_normal((3, 3)), requires_grad=True),))
+    assert tm.gradcheck(lambda t, eq=eq: tm.einsum(eq, t),
+                        (tm.Tensor(rng.standard_normal((3, 3)), requires_grad=True),))
     assert tm.gradgradcheck(lambda t, eq=eq: tm.einsum(eq, t) ** 2,
                             (tm.Tensor(rng.standard_normal((3, 3)), requires_grad=True),))
 print("04: all checks passed")

@@ -45,7 +45,8 @@ print("small mode" if SMALL else "full size")
 #
 # For a vector of logits $x \in \mathbb{R}^n$,
 #
-# $$y_i = \operatorname{softmax}(x)_i = \frac{e^{x_i}}{\sum_j e^{x_j}}, \qquad y_i > 0,\quad \sum_i y_i = 1.$$
+# $$y_i = \operatorname{softmax}(x)_i = \frac{e^{x_i}}{\sum_j e^{x_j}},
+#   \qquad y_i > 0,\quad \sum_i y_i = 1.$$
 #
 # Adding a constant to every logit changes nothing, since $e^{x_i + c} = e^c e^{x_i}$ and
 # $e^c$ cancels:
@@ -80,7 +81,8 @@ print(inspect.getsource(nn.Softmax))
 # %% [markdown]
 # ## 2. The Jacobian
 #
-# Differentiate $y_i = e^{x_i} / S$ with $S = \sum_j e^{x_j}$, using $\partial S/\partial x_j = e^{x_j}$:
+# Differentiate $y_i = e^{x_i} / S$ with $S = \sum_j e^{x_j}$, using
+# $\partial S/\partial x_j = e^{x_j}$:
 #
 # $$\frac{\partial y_i}{\partial x_j} = \frac{\delta_{ij} e^{x_i} S - e^{x_i} e^{x_j}}{S^2}
 #   = y_i(\delta_{ij} - y_j),
@@ -113,7 +115,8 @@ print("max |engine - (diag(y) - y y^T)| =", np.abs(J_engine - J_formula).max())
 #   from $y$), with eigenvalues in $[0, \max_i y_i]$.
 
 # %%
-print("symmetric:", np.allclose(J_engine, J_engine.T), "| J @ 1 =", np.round(J_engine @ np.ones(n), 15))
+print("symmetric:", np.allclose(J_engine, J_engine.T),
+      "| J @ 1 =", np.round(J_engine @ np.ones(n), 15))
 print("eigenvalues:", np.round(np.linalg.eigvalsh(J_formula), 6))
 
 # %% [markdown]
@@ -132,7 +135,8 @@ plotting.show(softmax_figure, "softmax_temperature_jacobian")
 # Backward never builds $J$ (that would cost $n^2$ per row of attention logits). It only
 # needs the vector-Jacobian product $\bar x = J^\top \bar y = J \bar y$:
 #
-# $$\bar x_j = \sum_i \bar y_i\, y_i(\delta_{ij} - y_j) = y_j\Big(\bar y_j - \sum_i \bar y_i y_i\Big),
+# $$\bar x_j = \sum_i \bar y_i\, y_i(\delta_{ij} - y_j)
+#   = y_j\Big(\bar y_j - \sum_i \bar y_i y_i\Big),
 # \qquad \bar x = y \odot \big(\bar y - \langle \bar y, y\rangle\big),$$
 #
 # $O(n)$ work: one dot product and two elementwise operations. That is the single line of
@@ -208,7 +212,8 @@ print("grad of lse == softmax:", np.allclose(xl.grad, tm.softmax(tm.Tensor(xl.da
 
 # %%
 logits = rng.standard_normal((3, 4))
-mask = np.array([[True, True, False, True], [False, False, False, False], [True, False, False, False]])
+mask = np.array([[True, True, False, True], [False, False, False, False],
+                 [True, False, False, False]])
 def shifted_softmax(z):
     return naive_softmax(z - z.max(axis=-1, keepdims=True))
 
@@ -233,15 +238,16 @@ print("its gradient:\n", np.round(lt.grad, 4))
 # %% [markdown]
 # ## 6. Saturation, and the $1/\sqrt{d}$ of attention
 #
-# When one logit dominates, $y$ approaches a one-hot vector and $J = \operatorname{diag}(y) - yy^\top$
-# approaches **zero**: the softmax saturates and passes almost no gradient back. Multiplying
-# logits by a factor (an inverse *temperature*) shows it:
+# When one logit dominates, $y$ approaches a one-hot vector and
+# $J = \operatorname{diag}(y) - yy^\top$ approaches **zero**: the softmax saturates and passes
+# almost no gradient back. Multiplying logits by a factor (an inverse *temperature*) shows it:
 
 # %%
 base = rng.standard_normal(8)
 for scale in (0.5, 1, 4, 16, 64):
     yy = naive_softmax(scale * base - (scale * base).max())
-    print(f"logits x {scale:<4}: max prob {yy.max():.4f}, largest Jacobian entry {np.abs(np.diag(yy) - np.outer(yy, yy)).max():.2e}")
+    largest = np.abs(np.diag(yy) - np.outer(yy, yy)).max()
+    print(f"logits x {scale:<4}: max prob {yy.max():.4f}, largest Jacobian entry {largest:.2e}")
 
 # %% [markdown]
 # In attention the logits are dot products $q \cdot k = \sum_{i=1}^{d} q_i k_i$. With
@@ -280,8 +286,10 @@ for shape, axis in [((3, 5), -1), ((3, 5), 0), ((2, 3, 4), 1)]:
     gs = rng.standard_normal(shape)
     tm.softmax(xs, axis=axis).backward(gs)
     ys = softmax_np(xs.data, axis)
-    np.testing.assert_allclose(xs.grad, ys * (gs - (gs * ys).sum(axis=axis, keepdims=True)), rtol=1e-10)
-    assert tm.gradcheck(lambda t, axis=axis: tm.softmax(t, axis=axis), (tm.Tensor(xs.data, requires_grad=True),))
+    np.testing.assert_allclose(xs.grad, ys * (gs - (gs * ys).sum(axis=axis, keepdims=True)),
+                               rtol=1e-10)
+    assert tm.gradcheck(lambda t, axis=axis: tm.softmax(t, axis=axis),
+                        (tm.Tensor(xs.data, requires_grad=True),))
 # stability: huge logits give the same probabilities as small ones
 np.testing.assert_allclose(tm.softmax(tm.Tensor(big)).numpy(), softmax_np(big - 1000.0), rtol=1e-12)
 assert np.all(np.isfinite(tm.log_softmax(tm.Tensor(np.array([0.0, 800.0, -800.0]))).numpy()))

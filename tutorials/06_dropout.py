@@ -61,7 +61,8 @@ y = tm.dropout(x, p, seed=0)
 kept = y.numpy() != 0
 se = np.sqrt(p * (1 - p) / n)  # the standard error of a kept fraction
 print(f"kept fraction {kept.mean():.4f} (expected {1 - p}, standard error {se:.4f})")
-print(f"kept values are x / (1 - p) = {np.unique(y.numpy()[kept])}; mean of y = {y.numpy().mean():.4f} (x = 2)")
+print(f"kept values are x / (1 - p) = {np.unique(y.numpy()[kept])}; "
+      f"mean of y = {y.numpy().mean():.4f} (x = 2)")
 print(f"variance of y = {y.numpy().var():.4f}, predicted x^2 p / (1 - p) = {4 * p / (1 - p):.4f}")
 
 # %% [markdown]
@@ -97,7 +98,8 @@ print("training=False returns x itself:", tm.dropout(xs, 0.5, training=False) is
 tm.set_seed(123)
 first = tm.dropout(xs, 0.5).numpy()
 tm.set_seed(123)
-print("tm.set_seed(123) replays the shared stream:", np.array_equal(first, tm.dropout(xs, 0.5).numpy()))
+print("tm.set_seed(123) replays the shared stream:",
+      np.array_equal(first, tm.dropout(xs, 0.5).numpy()))
 
 # %% [markdown]
 # ## 3. The gradient
@@ -117,7 +119,8 @@ print("tm.set_seed(123) replays the shared stream:", np.array_equal(first, tm.dr
 # %%
 xg = tm.Tensor(rng.standard_normal((3, 4)), requires_grad=True)
 yg = tm.dropout(xg, 0.5, seed=1)
-print("recorded node:", yg._ctx, "| inputs requiring grad:", [t.requires_grad for t in yg._ctx.inputs])
+print("recorded node:", yg._ctx,
+      "| inputs requiring grad:", [t.requires_grad for t in yg._ctx.inputs])
 g = rng.standard_normal((3, 4))
 yg.backward(g)
 mask = yg.numpy() != 0
@@ -154,7 +157,8 @@ seq = rng.standard_normal((2, 5, 8))
 inference = layer(seq, seq).numpy()                       # training=None: no dropout
 one, two = (layer(seq, seq, training=True).numpy() for _ in range(2))
 print("two training calls differ:", not np.allclose(one, two))
-print("training=False equals inference:", np.array_equal(layer(seq, seq, training=False).numpy(), inference))
+print("training=False equals inference:",
+      np.array_equal(layer(seq, seq, training=False).numpy(), inference))
 draws = 100 if SMALL else 2000
 runs = np.stack([layer(seq, seq, training=True).numpy() for _ in range(draws)])
 error = np.abs(runs.mean(axis=0) - inference).mean()
@@ -179,7 +183,8 @@ assert same
 # the gradient: the same mask and scale, also against finite differences
 np.testing.assert_allclose(xg.grad, g * mask / 0.5, rtol=1e-12)
 for rate in (0.1, 0.5, 0.9):
-    assert tm.gradcheck(lambda t, rate=rate: tm.dropout(t, rate, seed=11), (tm.Tensor(rng.standard_normal((4, 3)), requires_grad=True),))
+    assert tm.gradcheck(lambda t, rate=rate: tm.dropout(t, rate, seed=11),
+                        (tm.Tensor(rng.standard_normal((4, 3)), requires_grad=True),))
 assert not tm.gradcheck(lambda t: tm.dropout(t, 0.4), (xc,), raise_exception=False)
 # attention: dropout is off at inference, on in training, and unbiased on average
 assert not np.allclose(one, two)

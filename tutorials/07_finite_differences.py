@@ -96,7 +96,8 @@ x.exp().backward()
 exact = float(x.grad)
 print(f"engine: d/dx e^x at x={X0} is {exact!r}   (math.e = {np.e!r})")
 
-eps_mach = {np.float64: float(np.finfo(np.float64).eps), np.float32: float(np.finfo(np.float32).eps)}
+eps_mach = {np.float64: float(np.finfo(np.float64).eps),
+            np.float32: float(np.finfo(np.float32).eps)}
 steps = np.logspace(-14, -0.5, 25 if SMALL else 80)
 
 

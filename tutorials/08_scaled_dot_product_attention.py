@@ -20,7 +20,8 @@
 # this computation inside `tm.MultiHeadAttention`.
 #
 # $$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{Q K^\top}{\sqrt{d}}\right) V,
-# \qquad Q \in \mathbb{R}^{T\times d},\; K \in \mathbb{R}^{S\times d},\; V \in \mathbb{R}^{S\times d_v}.$$
+# \qquad Q \in \mathbb{R}^{T\times d},\; K \in \mathbb{R}^{S\times d},\;
+#   V \in \mathbb{R}^{S\times d_v}.$$
 #
 # Each of the $T$ queries asks "which of the $S$ keys look like me?"; the answer is a
 # probability distribution over the keys (one softmax row), and the output is the matching
@@ -128,7 +129,8 @@ print("max |tm - numpy| of the output:", forward_error)
 #   - \mathrm{rowsum}\big(\tfrac{\partial L}{\partial P} \odot P\big)\Big)
 #   \quad\text{(the softmax VJP of tutorial 05)},$$
 # $$\frac{\partial L}{\partial Q} = \frac{1}{\sqrt d}\,\frac{\partial L}{\partial S}\, K, \qquad
-#   \frac{\partial L}{\partial K} = \frac{1}{\sqrt d}\,\Big(\frac{\partial L}{\partial S}\Big)^{\!\top} Q.$$
+#   \frac{\partial L}{\partial K}
+#   = \frac{1}{\sqrt d}\,\Big(\frac{\partial L}{\partial S}\Big)^{\!\top} Q.$$
 #
 # Every one of these is an einsum with the letters moved around: the gradient of an einsum
 # with respect to one operand is another einsum of the upstream gradient and the other
@@ -212,7 +214,8 @@ print(inspect.getsource(tm.ops.attention))
 print(inspect.getsource(Attention.backward))
 
 # %%
-layer = tm.MultiHeadAttention(num_heads=1, key_dim=D, value_dim=DV, output_shape=DV, dtype="float64")
+layer = tm.MultiHeadAttention(num_heads=1, key_dim=D, value_dim=DV, output_shape=DV,
+                              dtype="float64")
 layer.build((B, T, D), (B, S, DV), (B, S, D))
 print("scores:  ", layer._dot_equation, "   (key, query -> batch, head, query, key)")
 print("combine: ", layer._combine_equation)

@@ -17,7 +17,8 @@
 # Tutorial 08 wrote one attention head by hand. A `MultiHeadAttention` layer runs $H$ of them
 # side by side, each on its own learned projection of the inputs, and mixes their results:
 #
-# $$\mathrm{head}_h = \mathrm{Attention}(X_q W^Q_h + b^Q_h,\; X_k W^K_h + b^K_h,\; X_v W^V_h + b^V_h),
+# $$\mathrm{head}_h = \mathrm{Attention}(X_q W^Q_h + b^Q_h,\; X_k W^K_h + b^K_h,\;
+#   X_v W^V_h + b^V_h),
 # \qquad \mathrm{out} = \sum_{h=1}^{H} \mathrm{head}_h\, W^O_h + b^O .$$
 #
 # This tutorial takes `tm.MultiHeadAttention` apart: the kernel shapes (Keras's layout), a
@@ -128,7 +129,8 @@ print("max |layer - numpy|:", plain_error)
 # axes: the output kernel becomes `(H, value_dim, *output_shape)`.
 
 # %%
-shaped = tm.MultiHeadAttention(num_heads=HEADS, key_dim=KEY_DIM, output_shape=(2, 5), dtype="float64")
+shaped = tm.MultiHeadAttention(num_heads=HEADS, key_dim=KEY_DIM, output_shape=(2, 5),
+                               dtype="float64")
 shaped_out = shaped(query, value)
 print("output_shape=(2, 5):", shaped_out.shape, " output kernel", shaped.output_dense.kernel.shape)
 print("compute_output_shape:", shaped.compute_output_shape(query.shape, value.shape))
@@ -262,7 +264,8 @@ print("gradient reaching its input row:", np.abs(q_t.grad[0, 1]).max(),
 # perturbs them in place like any input. We use a tiny float64 layer with a causal mask.
 
 # %%
-tiny = tm.MultiHeadAttention(num_heads=2, key_dim=3, bias_initializer="random_normal", dtype="float64")
+tiny = tm.MultiHeadAttention(num_heads=2, key_dim=3, bias_initializer="random_normal",
+                             dtype="float64")
 x_small = tm.Tensor(rng.standard_normal((1, 3, 4)), requires_grad=True)
 tiny(x_small, x_small)  # build
 
@@ -297,7 +300,8 @@ else:
     except Exception as exc:  # not installed, or its backend is missing
         print(f"Keras not available ({type(exc).__name__}: {exc}); comparison skipped")
     else:
-        k_layer = keras.layers.MultiHeadAttention(num_heads=HEADS, key_dim=KEY_DIM, value_dim=VALUE_DIM)
+        k_layer = keras.layers.MultiHeadAttention(num_heads=HEADS, key_dim=KEY_DIM,
+                                                  value_dim=VALUE_DIM)
         q32, v32 = query.astype("float32"), value.astype("float32")
         k_out, k_scores = k_layer(q32, v32, return_attention_scores=True, use_causal_mask=True)
         ours = tm.MultiHeadAttention(num_heads=HEADS, key_dim=KEY_DIM, value_dim=VALUE_DIM)
@@ -321,7 +325,8 @@ assert out.shape == (B, T, F_Q) and scores.shape == (B, HEADS, T, S)
 # the layer is the formula: agreement with an independent NumPy implementation
 assert plain_error < 1e-12
 # output_shape
-assert shaped_out.shape == (B, T, 2, 5) and shaped.output_dense.kernel.shape == (HEADS, KEY_DIM, 2, 5)
+assert shaped_out.shape == (B, T, 2, 5)
+assert shaped.output_dense.kernel.shape == (HEADS, KEY_DIM, 2, 5)
 # 2-D attention is attention over the flattened pixels; row attention folds rows into the batch
 assert scores2d.shape == (2, 2, IMG_H, IMG_W, IMG_H, IMG_W)
 np.testing.assert_allclose(scores2d.numpy().sum(axis=(-2, -1)), 1.0, atol=1e-12)

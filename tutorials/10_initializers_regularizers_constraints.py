@@ -55,7 +55,8 @@ rng = np.random.default_rng(0)
 # $\sigma_W^2 \approx 1/n_{out}$. Glorot and Bengio (2010) compromise:
 #
 # $$\mathrm{Var}(W) = \frac{2}{n_{in} + n_{out}}, \qquad
-# \text{glorot\_uniform: } W \sim U\!\left(-\sqrt{\tfrac{6}{n_{in}+n_{out}}},\, \sqrt{\tfrac{6}{n_{in}+n_{out}}}\right)$$
+# \text{glorot\_uniform: } W \sim U\!\left(-\sqrt{\tfrac{6}{n_{in}+n_{out}}},\,
+#   \sqrt{\tfrac{6}{n_{in}+n_{out}}}\right)$$
 #
 # (a uniform on $[-a, a]$ has variance $a^2/3$). Every variance-scaling initializer in
 # `tinygrad_mha.initializers` is the same few lines with different settings:
@@ -145,7 +146,8 @@ ridge = Dense(1, use_bias=False, kernel_regularizer=tm.regularizers.L2(L2_FACTOR
 ridge.build(X.shape)
 penalty = ridge.losses[0]
 print("layer.losses:", ridge.losses)
-print("penalty", penalty.item(), " = l2 * sum(w^2) =", L2_FACTOR * float((ridge.kernel.numpy() ** 2).sum()))
+print("penalty", penalty.item(),
+      " = l2 * sum(w^2) =", L2_FACTOR * float((ridge.kernel.numpy() ** 2).sum()))
 
 # %% [markdown]
 # The training loop, written out. Note where each family acts: the regularizer inside the
@@ -172,7 +174,8 @@ w_ols = np.linalg.lstsq(X, y, rcond=None)[0]
 ridge_error = float(np.abs(ridge.kernel.numpy() - w_ridge).max())
 print(f"loss {ridge_history[0]:.3f} -> {ridge_history[-1]:.6f}")
 print(f"max |trained w - closed-form ridge w| = {ridge_error:.2e}")
-print(f"|w|: least squares {np.linalg.norm(w_ols):.3f}, ridge {np.linalg.norm(w_ridge):.3f} (shrunk)")
+print(f"|w|: least squares {np.linalg.norm(w_ols):.3f}, "
+      f"ridge {np.linalg.norm(w_ridge):.3f} (shrunk)")
 
 # %% [markdown]
 # ## 3. Constraints: a projection after each step
@@ -238,7 +241,8 @@ with tm.no_grad():
     y_train = teacher(x_train, x_train).numpy()
 student(x_train[:1], x_train[:1])      # build
 kernels = [w for w in student.weights if w.name.endswith("kernel")]
-print("student.losses:", len(student.losses), "penalties, one per kernel:", [k.name for k in kernels])
+print("student.losses:", len(student.losses),
+      "penalties, one per kernel:", [k.name for k in kernels])
 
 
 def max_column_norm():
@@ -298,8 +302,8 @@ assert signal["normal(0.01)"][-1] < 1e-6
 assert signal["normal(1.0)"][-1] > 0.9
 assert 0.05 < signal["glorot_uniform"][-1] < 0.9
 # the L2 penalty is l2 * sum(w^2), and training with it gives the closed-form ridge solution
-np.testing.assert_allclose(ridge.losses[0].item(), L2_FACTOR * float((ridge.kernel.numpy() ** 2).sum()),
-                           rtol=1e-12)
+np.testing.assert_allclose(ridge.losses[0].item(),
+                           L2_FACTOR * float((ridge.kernel.numpy() ** 2).sum()), rtol=1e-12)
 assert ridge_error < 1e-8
 assert np.linalg.norm(w_ridge) < np.linalg.norm(w_ols)
 # the constraint is applied by the optimizer, not the forward pass

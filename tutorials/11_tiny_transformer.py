@@ -92,7 +92,8 @@ class TinyTransformer(Model):
         super().__init__(dtype=dtype)
         self.embed = Embedding(VOCAB, D_MODEL, dtype=dtype)
         self.position = PositionalEncoding(dtype=dtype)
-        self.attention = tm.MultiHeadAttention(num_heads=HEADS, key_dim=D_MODEL // HEADS, dtype=dtype)
+        self.attention = tm.MultiHeadAttention(num_heads=HEADS, key_dim=D_MODEL // HEADS,
+                                               dtype=dtype)
         self.norm1 = LayerNormalization(dtype=dtype)
         self.ff1 = Dense(D_FF, activation="relu", dtype=dtype)
         self.ff2 = Dense(D_MODEL, dtype=dtype)

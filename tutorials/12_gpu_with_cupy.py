@@ -129,10 +129,12 @@ for device in dict.fromkeys(["cpu", DEVICE]):        # just "cpu" when there is 
     q, k, v = (tm.Tensor(a, requires_grad=True, device=device) for a in arrays)
     out = attention(q, k, v, mask=causal)
     out.backward(tm.Tensor(upstream, device=device))
-    results[device] = {"out": out.numpy(), **{n: backend.to_numpy(x.grad) for n, x in zip("qkv", (q, k, v))}}
+    results[device] = {"out": out.numpy(),
+                       **{n: backend.to_numpy(x.grad) for n, x in zip("qkv", (q, k, v))}}
     print(f"{device}: output on {out.device}, q.grad is a {type(q.grad).__module__}.ndarray")
 
-device_error = max(float(np.abs(results[DEVICE][key] - results["cpu"][key]).max()) for key in results["cpu"])
+device_error = max(float(np.abs(results[DEVICE][key] - results["cpu"][key]).max())
+                   for key in results["cpu"])
 print(f"max |{DEVICE} - cpu| over output and gradients: {device_error:.2e}")
 
 # %% [markdown]
@@ -151,7 +153,8 @@ print(f"y lives on {y.device}; x_cpu.grad is a {type(x_cpu.grad).__name__} on th
 # inputs in place in device memory and compares with the analytic gradient.
 
 # %%
-small = [tm.Tensor(np.ascontiguousarray(a[:1, :3, :4]), requires_grad=True, device=DEVICE) for a in arrays]
+small = [tm.Tensor(np.ascontiguousarray(a[:1, :3, :4]), requires_grad=True, device=DEVICE)
+         for a in arrays]
 device_gradcheck = tm.gradcheck(lambda q, k, v: attention(q, k, v, mask=causal[:3, :3]), small)
 print(f"gradcheck on {DEVICE}:", device_gradcheck)
 

@@ -211,7 +211,8 @@ print("|blocked backward - engine| for dq, dk, dv:", [f"{e:.1e}" for e in backwa
 # Two ways in:
 #
 # ```python
-# tm.dot_product_attention(q, k, v, mask=None, is_causal=False, flash_attention=True)  # (B, T, N, H)
+# tm.dot_product_attention(q, k, v, mask=None, is_causal=False,
+#                          flash_attention=True)  # (B, T, N, H)
 # tm.MultiHeadAttention(8, 32, flash_attention=None)   # None: blocked for long sequences
 # ```
 #
@@ -227,7 +228,8 @@ flash = tm.dot_product_attention(q2, k2, v2, is_causal=True, flash_attention=Tru
 dense = tm.dot_product_attention(q2, k2, v2, is_causal=True, flash_attention=False).numpy()
 library_error = np.abs(flash - dense).max()
 print("dot_product_attention, flash vs dense (float32):", f"{library_error:.1e}")
-print("auto threshold: T * S >=", ba.AUTO_MIN_SCORES, f"(T = S = {int(np.sqrt(ba.AUTO_MIN_SCORES))})")
+print("auto threshold: T * S >=", ba.AUTO_MIN_SCORES,
+      f"(T = S = {int(np.sqrt(ba.AUTO_MIN_SCORES))})")
 
 # %% [markdown]
 # ## 6. Memory against sequence length
@@ -250,7 +252,8 @@ def step_peak_mb(T, flash_attention):
 
 
 lengths = (256, 512, 1024) if SMALL else (256, 512, 1024, 2048, 4096)
-rows = [{"T": T, "dense_mb": step_peak_mb(T, False), "blocked_mb": step_peak_mb(T, True)} for T in lengths]
+rows = [{"T": T, "dense_mb": step_peak_mb(T, False), "blocked_mb": step_peak_mb(T, True)}
+        for T in lengths]
 for r in rows:
     print(f"T={r['T']:5d}: dense {r['dense_mb']:8.1f} MB   blocked {r['blocked_mb']:6.1f} MB")
 plotting.show(long_attention_figure(rows), "memory_against_length")
@@ -274,7 +277,8 @@ try:
     inputs = tuple(tm.Tensor(rng.normal(size=shape), requires_grad=True)
                    for shape in ((1, 7, 2, 3), (1, 10, 2, 3), (1, 10, 2, 3)))
     gradcheck_ok = tm.gradcheck(
-        lambda q, k, v: tm.dot_product_attention(q, k, v, is_causal=True, flash_attention=True), inputs)
+        lambda q, k, v: tm.dot_product_attention(q, k, v, is_causal=True, flash_attention=True),
+        inputs)
 finally:
     ba.BLOCK_Q, ba.BLOCK_K = saved_blocks
 print("gradcheck of the blocked kernel:", gradcheck_ok)

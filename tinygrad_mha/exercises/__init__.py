@@ -128,7 +128,8 @@ def init(directory) -> list[Path]:
     targets = {name: directory / f"{name}.py" for name in EXERCISES}
     present = [str(path) for path in targets.values() if path.exists()]
     if present:
-        raise FileExistsError(f"not overwriting {len(present)} existing file(s): {', '.join(present)} "
+        raise FileExistsError(f"not overwriting {len(present)} existing file(s): "
+                              f"{', '.join(present)} "
                               "(move them away or choose another folder); nothing was written")
     directory.mkdir(parents=True, exist_ok=True)
     for name, path in targets.items():
@@ -256,7 +257,8 @@ def main(argv=None, prog: str = "python -m tinygrad_mha.exercises") -> int:
                                "then grade your files on fresh random inputs (check).")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the exercises and say where their files are")
-    p = sub.add_parser("init", help="write every stub into DIR (created if missing; never overwrites)")
+    p = sub.add_parser("init",
+                       help="write every stub into DIR (created if missing; never overwrites)")
     p.add_argument("dir", type=Path, metavar="DIR")
     p = sub.add_parser("check", help="grade one or more exercises (all found when none is named)")
     p.add_argument("names", nargs="*", metavar="NAME", help="exercise names, or 'all'")
@@ -281,7 +283,8 @@ def main(argv=None, prog: str = "python -m tinygrad_mha.exercises") -> int:
 
     unknown = [n for n in args.names if n not in EXERCISES and n != "all"]
     if unknown:
-        print(f"error: unknown exercise(s) {', '.join(unknown)}; see `{prog} list`", file=sys.stderr)
+        print(f"error: unknown exercise(s) {', '.join(unknown)}; see `{prog} list`",
+              file=sys.stderr)
         return 2
     try:
         if args.dir is not None:

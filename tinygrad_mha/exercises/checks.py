@@ -174,8 +174,9 @@ def _call(fn, case: str, *args, **kwargs):
     except (ExerciseFailure, NotImplementedYet):
         raise
     except Exception as exc:
-        where = [f for f in traceback.extract_tb(exc.__traceback__)
-                 if f.filename == fn.__code__.co_filename] or traceback.extract_tb(exc.__traceback__)[-1:]
+        where = ([f for f in traceback.extract_tb(exc.__traceback__)
+                  if f.filename == fn.__code__.co_filename]
+                 or traceback.extract_tb(exc.__traceback__)[-1:])
         _fail(f"{case} raised {type(exc).__name__}: {exc}\n"
               + "".join(traceback.format_list(where)).rstrip())
 
@@ -204,8 +205,8 @@ def _shape_hint(got: tuple, want: tuple) -> str | None:
         broadcast = False
     if broadcast and math.prod(got) > math.prod(want):
         return ("broadcast axes not summed: the input was broadcast to the shape you returned, so "
-                "sum the gradient over the broadcast axes (leading axes away; keepdims=True where the "
-                "input has a 1), as sum_to does")
+                "sum the gradient over the broadcast axes (leading axes away; keepdims=True where "
+                "the input has a 1), as sum_to does")
     if len(got) >= 2 and got[:-2] + got[-2:][::-1] == want or got[::-1] == want:
         return "the gradient looks transposed: swap the last two axes of one matmul operand"
     return None
@@ -213,7 +214,8 @@ def _shape_hint(got: tuple, want: tuple) -> str | None:
 
 def _unpack(value, names: tuple, case: str):
     if not isinstance(value, (tuple, list)) or len(value) != len(names):
-        got = f"a {type(value).__name__}" + (f" of length {len(value)}" if isinstance(value, (tuple, list)) else "")
+        got = f"a {type(value).__name__}" + (f" of length {len(value)}"
+                                             if isinstance(value, (tuple, list)) else "")
         _fail(f"{case} must return a tuple of {len(names)} arrays ({', '.join(names)}), got {got}")
     return value
 
@@ -259,20 +261,23 @@ def _compare(got, expected, what: str, case: str, reference: str, atol=1e-6, rto
     worst = np.unravel_index(int(np.argmax(score)), score.shape)
     where = str(tuple(int(i) for i in worst)) if got.ndim else "() (the only element)"
     lines = [f"wrong {what} from {case}",
-             f"  at element {where}: expected {expected[worst]:.10g} ({reference}), got {got[worst]:.10g}"]
+             f"  at element {where}: expected {expected[worst]:.10g} ({reference}), got "
+             f"{got[worst]:.10g}"]
     finite = np.isfinite(got)
     if finite.all():
-        lines.append(f"  {int(bad.sum())} of {bad.size} elements are off; the largest absolute error is "
-                     f"{float(error.max()):.3g} (allowed: {atol} + {rtol} * |expected|)")
+        lines.append(f"  {int(bad.sum())} of {bad.size} elements are off; the largest absolute "
+                     f"error is {float(error.max()):.3g} (allowed: {atol} + {rtol} * |expected|)")
     else:
-        lines.append(f"  {int((~finite).sum())} of {bad.size} elements are inf or nan: an exp() that "
-                     "overflowed, or 0/0? (tutorial 05 shows the max-shift that keeps exponentials finite)")
+        lines.append(f"  {int((~finite).sum())} of {bad.size} elements are inf or nan: an exp() "
+                     "that overflowed, or 0/0? (tutorial 05 shows the max-shift that keeps "
+                     "exponentials finite)")
     _fail("\n".join(lines), _recognise(got, mistakes, atol, rtol, hint))
 
 
-def _check_vjp(fn, forward, inputs: dict, g, wrt: tuple, outputs: tuple, extra=None, atol=1e-6, rtol=1e-4,
-               mistakes=None, hint=None):
-    """Grade a backward function ``fn(*inputs, g, **extra)`` against finite differences of ``forward``.
+def _check_vjp(fn, forward, inputs: dict, g, wrt: tuple, outputs: tuple, extra=None, atol=1e-6,
+               rtol=1e-4, mistakes=None, hint=None):
+    """Grade a backward function ``fn(*inputs, g, **extra)`` against finite differences of
+    ``forward``.
 
     ``mistakes``: ``(label, fn)`` pairs, ``fn(*inputs, g, **extra)`` giving that mistake's answer
     (a tuple, one per output, for several outputs); ``hint`` names a mistake this case is
@@ -294,7 +299,8 @@ def _check_vjp(fn, forward, inputs: dict, g, wrt: tuple, outputs: tuple, extra=N
         if len(outputs) > 1:
             label += f" (returned value {k}, {outputs[k]})"
         array = _as_array(value, label, case, arrays[i].shape)
-        named = [(text, _output_of(wrong, arrays, g, extra, k, len(outputs))) for text, wrong in mistakes or ()]
+        named = [(text, _output_of(wrong, arrays, g, extra, k, len(outputs)))
+                 for text, wrong in mistakes or ()]
         _compare(array, want, label, case, "central finite difference", atol=atol, rtol=rtol,
                  mistakes=named, hint=hint)
 
@@ -319,9 +325,10 @@ def _wild(rng, shape, axis) -> np.ndarray:
     return rng.standard_normal(shape) + np.expand_dims(levels, axis)
 
 
-GLOBAL_MAX = ("shifted by the global maximum (x.max()) instead of each slice's own: a slice near 0 "
-              "or -1000 next to one near +1000 then underflows to all zeros (0/0 = NaN). Shift by "
-              "x.max(axis=axis, keepdims=True), so every slice keeps its largest exp() at exactly 1")
+GLOBAL_MAX = ("shifted by the global maximum (x.max()) instead of each slice's own: a slice near "
+              "0 or -1000 next to one near +1000 then underflows to all zeros (0/0 = NaN). Shift "
+              "by x.max(axis=axis, keepdims=True), so every slice keeps its largest exp() at "
+              "exactly 1")
 
 
 class _forbid_softmax:
@@ -337,8 +344,8 @@ class _forbid_softmax:
 
         def forbidden(cls, *args, **kwargs):
             raise ExerciseFailure(f"{exercise} must be built from tm ops such as exp, sum, max and "
-                                  "tm.where, not from tm.softmax or tm.log_softmax (that is the point "
-                                  "of the exercise)")
+                                  "tm.where, not from tm.softmax or tm.log_softmax (that is the "
+                                  "point of the exercise)")
         _nn.Softmax.apply = classmethod(forbidden)
         _nn.LogSoftmax.apply = classmethod(forbidden)
         return self
@@ -378,11 +385,13 @@ def _grade_sigmoid_backward(module, rng):
     for shape in shapes:
         x, g = 2 * rng.standard_normal(shape), rng.standard_normal(shape)
         _check_vjp(fn, _sigmoid, {"x": x}, g, (0,), ("gx",), mistakes=[
-            ("the derivative is s (1 - s) with s = sigmoid(x), not x (1 - x)", lambda x, g: g * x * (1 - x))])
+            ("the derivative is s (1 - s) with s = sigmoid(x), not x (1 - x)",
+             lambda x, g: g * x * (1 - x))])
     x = np.array([-800.0, -30.0, -5.0, 0.0, 5.0, 30.0, 800.0])  # the tails must stay finite
     g = rng.standard_normal(x.shape)
     case = _case("sigmoid_backward", x=x, g=g)
-    got = _as_array(_call(fn, case, x.copy(), g.copy()), "gradient with respect to x", case, x.shape)
+    got = _as_array(_call(fn, case, x.copy(), g.copy()), "gradient with respect to x", case,
+                    x.shape)
     s = _sigmoid(x)
     _compare(got, g * s * (1 - s), "gradient with respect to x", case,
              "NumPy: g * s * (1 - s) with a stable sigmoid", atol=1e-12, rtol=1e-6)
@@ -399,7 +408,8 @@ def _grade_tanh_backward(module, rng):
     x = np.array([-800.0, -20.0, -1.0, 0.0, 1.0, 20.0, 800.0])
     g = rng.standard_normal(x.shape)
     case = _case("tanh_backward", x=x, g=g)
-    got = _as_array(_call(fn, case, x.copy(), g.copy()), "gradient with respect to x", case, x.shape)
+    got = _as_array(_call(fn, case, x.copy(), g.copy()), "gradient with respect to x", case,
+                    x.shape)
     _compare(got, g * (1 - np.tanh(x) ** 2), "gradient with respect to x", case,
              "NumPy: g * (1 - tanh(x)^2)", atol=1e-12, rtol=1e-6)
     return len(shapes) + 1
@@ -428,7 +438,8 @@ def _grade_matmul_backward(module, rng):
     t = lambda m: np.swapaxes(m, -1, -2)  # noqa: E731
     transposed = ("transposed matmul gradient: ga = g @ b^T and gb = a^T @ g, with ^T swapping the "
                   "last two axes (check the shapes: ga must have a's shape, gb b's)")
-    mistakes = [(transposed, lambda a, b, g: (g @ b, a @ g)), (transposed, lambda a, b, g: (t(b) @ g, g @ t(a))),
+    mistakes = [(transposed, lambda a, b, g: (g @ b, a @ g)),
+                (transposed, lambda a, b, g: (t(b) @ g, g @ t(a))),
                 (transposed, lambda a, b, g: (t(g @ t(b)), t(t(a) @ g))),
                 (transposed, lambda a, b, g: (g @ t(b), t(g) @ a))]
     for sa, sb in cases:
@@ -444,7 +455,8 @@ def _grade_einsum_backward(module, rng):
     for sa, sb in [((3, 4), (4, 2)), ((1, 5), (5, 3))]:
         a, b = rng.standard_normal(sa), rng.standard_normal(sb)
         g = rng.standard_normal((sa[0], sb[1]))
-        _check_vjp(fn, lambda a, b: np.einsum("ij,jk->ik", a, b), {"a": a, "b": b}, g, (0, 1), ("ga", "gb"))
+        _check_vjp(fn, lambda a, b: np.einsum("ij,jk->ik", a, b), {"a": a, "b": b}, g, (0, 1),
+                   ("ga", "gb"))
         count += 1
     fn = _function(module, "attention_einsum_backward")
     for b_, t, s, h, d in [(2, 3, 4, 2, 3), (1, 2, 5, 3, 2)]:
@@ -464,8 +476,9 @@ def _grade_einsum_backward(module, rng):
 def _grade_softmax_backward(module, rng):
     fn = _function(module, "softmax_backward")
     cases = [((4,), -1, 0.0), ((3, 5), -1, 0.0), ((3, 5), 0, 0.0), ((2, 3, 4), 1, 0.0),
-             ((2, 6), -1, 1000.0),                           # logits near 1000: a naive exp overflows
-             ((3, 4), -1, "wild"), ((4, 3), 0, "wild"), ((3, 2, 4), 1, "wild")]  # slices near +-1000, 0
+             ((2, 6), -1, 1000.0),  # logits near 1000: a naive exp overflows
+             # slices near +-1000, 0
+             ((3, 4), -1, "wild"), ((4, 3), 0, "wild"), ((3, 2, 4), 1, "wild")]
     for shape, axis, offset in cases:
         g = rng.standard_normal(shape)
         x = _wild(rng, shape, axis) if offset == "wild" else rng.standard_normal(shape) + offset
@@ -480,8 +493,8 @@ def _softmax_global_max(x, axis):
 
 
 _SOFTMAX_MISTAKES = [
-    ("only the diagonal of the Jacobian (g * y * (1 - y)): dy_j/dx_i = y_j (delta_ij - y_i) couples every "
-     "entry of a slice, so dL/dx = y * (g - sum(g * y, axis, keepdims=True))",
+    ("only the diagonal of the Jacobian (g * y * (1 - y)): dy_j/dx_i = y_j (delta_ij - y_i) "
+     "couples every entry of a slice, so dL/dx = y * (g - sum(g * y, axis, keepdims=True))",
      lambda x, g, axis: g * _softmax(x, axis) * (1 - _softmax(x, axis))),
     (GLOBAL_MAX, lambda x, g, axis: _softmax_global_max(x, axis) * (
         g - (g * _softmax_global_max(x, axis)).sum(axis=axis, keepdims=True))),
@@ -494,17 +507,19 @@ def _grade_logsumexp_backward(module, rng):
     fn = _function(module, "logsumexp_backward")
     cases = [((5,), -1, 0.0), ((3, 4), 1, 0.0), ((3, 4), 0, 0.0), ((2, 3, 4), -2, 0.0),
              ((2, 5), -1, 1000.0), ((2, 5), -1, -1000.0),
-             ((3, 4), -1, "wild"), ((4, 3), 0, "wild"), ((3, 2, 4), 1, "wild")]  # slices near +-1000, 0
+             # slices near +-1000, 0
+             ((3, 4), -1, "wild"), ((4, 3), 0, "wild"), ((3, 2, 4), 1, "wild")]
     mistakes = [
         (GLOBAL_MAX, lambda x, g, axis: _softmax_global_max(x, axis) * np.expand_dims(g, axis)),
-        ("the result must be multiplied by g (put the reduced axis back first: np.expand_dims(g, axis))",
+        ("the result must be multiplied by g "
+         "(put the reduced axis back first: np.expand_dims(g, axis))",
          lambda x, g, axis: _softmax(x, axis)),
     ]
     for shape, axis, offset in cases:
         x = _wild(rng, shape, axis) if offset == "wild" else rng.standard_normal(shape) + offset
         g = rng.standard_normal(np.sum(np.zeros(shape), axis=axis).shape)
-        _check_vjp(fn, _logsumexp, {"x": x}, g, (0,), ("gx",), extra={"axis": axis}, mistakes=mistakes,
-                   hint=GLOBAL_MAX if offset == "wild" else None)
+        _check_vjp(fn, _logsumexp, {"x": x}, g, (0,), ("gx",), extra={"axis": axis},
+                   mistakes=mistakes, hint=GLOBAL_MAX if offset == "wild" else None)
     return len(cases)
 
 
@@ -538,9 +553,9 @@ def _grade_masked_softmax(module, rng):
             empty = np.broadcast_to(~keep.any(axis=axis, keepdims=True), shape)
             if np.any(empty & (got != 0)):
                 where = tuple(int(i) for i in np.argwhere(empty & (got != 0))[0])
-                _fail(f"wrong output from {case}\n  element {where} lies in a slice along axis {axis} "
-                      f"where the mask keeps nothing: that whole slice must be exactly 0, got "
-                      f"{float(got[where]):.6g}", _EMPTY_SLICE)
+                _fail(f"wrong output from {case}\n  element {where} lies in a slice along axis "
+                      f"{axis} where the mask keeps nothing: that whole slice must be exactly 0, "
+                      f"got {float(got[where]):.6g}", _EMPTY_SLICE)
             _compare(got, expected, "output", case, "NumPy masked softmax", atol=1e-10, rtol=1e-8,
                      mistakes=[(GLOBAL_MAX, lambda: _masked_softmax_global_max(x, mask, axis)),
                                (_EMPTY_SLICE, lambda: _softmax(np.where(keep, x, -1e9), axis))],
@@ -548,7 +563,8 @@ def _grade_masked_softmax(module, rng):
             dropped = ~keep
             if np.any(got[dropped] != 0):
                 where = tuple(int(i) for i in np.argwhere(dropped & (got != 0))[0])
-                _fail(f"masked entries must be exactly 0, but element {where} of {case} is {got[where]!r}")
+                _fail(f"masked entries must be exactly 0, but element {where} of {case} is "
+                      f"{got[where]!r}")
             if kind == "large":  # softmax does not change when a constant is added: same gradient
                 g = rng.standard_normal(shape)
                 out.backward(g)
@@ -557,15 +573,16 @@ def _grade_masked_softmax(module, rng):
                 _compare(np.asarray(xt.grad, dtype=np.float64), want, "gradient with respect to x",
                          case, "NumPy: y * (g - sum(g * y)) on the kept entries")
             else:
-                _gradcheck(lambda t: _call(fn, case, t, mask, axis=axis), (Tensor(x, requires_grad=True),),
-                           case, rng)
+                _gradcheck(lambda t: _call(fn, case, t, mask, axis=axis),
+                           (Tensor(x, requires_grad=True),), case, rng)
     return len(cases)
 
 
-_EMPTY_SLICE = ("masked logits set to -1e9 (or another large negative number) instead of exact zeros: a "
-                "slice where the mask keeps nothing then comes out uniform (1/n each) instead of all "
-                "zeros. Put exp() only where mask is True (tm.where(mask, x - shift, -inf).exp()) and "
-                "divide by a total that is never 0 (tm.where(total.data == 0, 1.0, total))")
+_EMPTY_SLICE = ("masked logits set to -1e9 (or another large negative number) instead of exact "
+                "zeros: a slice where the mask keeps nothing then comes out uniform (1/n each) "
+                "instead of all zeros. Put exp() only where mask is True "
+                "(tm.where(mask, x - shift, -inf).exp()) and divide by a total that is never 0 "
+                "(tm.where(total.data == 0, 1.0, total))")
 
 
 def _masked_softmax_global_max(x, mask, axis):
@@ -586,8 +603,9 @@ def _grade_dropout_backward(module, rng):
         (expected,) = numerical_vjp(lambda x: x * keep / (1 - rate), [x], g)
         _compare(got, expected, "gradient with respect to x", case,
                  "finite differences of x -> x * keep / (1 - rate)", mistakes=[
-                     ("the missing 1/(1 - rate): the forward scaled the kept entries by 1/(1 - rate), "
-                      "so the gradient is g * keep / (1 - rate)", lambda: g * keep),
+                     ("the missing 1/(1 - rate): the forward scaled the kept entries "
+                      "by 1/(1 - rate), so the gradient is g * keep / (1 - rate)",
+                      lambda: g * keep),
                      ("multiplied by (1 - rate) where the forward divided: the gradient is "
                       "g * keep / (1 - rate)", lambda: g * keep * (1 - rate)),
                      ("the mask is missing: dropped entries (keep False) get no gradient",
@@ -602,7 +620,8 @@ def _grade_dropout_backward(module, rng):
     y.backward(g)
     keep = y.numpy() != 0
     case = _case("dropout_backward", g=g, keep=keep, rate=rate) + " with the mask of tm.dropout"
-    got = _as_array(_call(fn, case, g.copy(), keep.copy(), rate), "gradient with respect to x", case, shape)
+    got = _as_array(_call(fn, case, g.copy(), keep.copy(), rate), "gradient with respect to x",
+                    case, shape)
     _compare(got, np.asarray(x.grad), "gradient with respect to x", case, "x.grad from tm.dropout")
     return len(cases) + 1
 
@@ -615,7 +634,8 @@ def _grade_layernorm_backward(module, rng):
         gamma, beta = 1 + 0.5 * rng.standard_normal(shape[-1]), rng.standard_normal(shape[-1])
         g = rng.standard_normal(shape)
         _check_vjp(fn, _layernorm, {"x": x, "gamma": gamma, "beta": beta}, g, (0, 1, 2),
-                   ("gx", "ggamma", "gbeta"), extra={"epsilon": epsilon}, mistakes=_LAYERNORM_MISTAKES)
+                   ("gx", "ggamma", "gbeta"), extra={"epsilon": epsilon},
+                   mistakes=_LAYERNORM_MISTAKES)
     return len(cases)
 
 
@@ -654,12 +674,12 @@ def _grade_attention_scores(module, rng):
         q, k = rng.standard_normal(sq), rng.standard_normal(sk)
         case = _case("attention_scores", query=q, key=k, attention_axes=axes)
         expected = _attention_scores(q, k, axes)
-        out = _call(fn, case, Tensor(q.copy(), requires_grad=True), Tensor(k.copy(), requires_grad=True),
-                    axes)
+        out = _call(fn, case, Tensor(q.copy(), requires_grad=True),
+                    Tensor(k.copy(), requires_grad=True), axes)
         if isinstance(out, Tensor) and out.shape != expected.shape:
-            _fail(f"{case} returned shape {out.shape}, expected {expected.shape}: (batch axes, i.e. axis 0 "
-                  "and every index axis not in attention_axes, in order; heads; the query's attention "
-                  "axes; the key's attention axes)")
+            _fail(f"{case} returned shape {out.shape}, expected {expected.shape}: (batch axes, "
+                  "i.e. axis 0 and every index axis not in attention_axes, in order; heads; the "
+                  "query's attention axes; the key's attention axes)")
         out = _tensor_output(out, case, expected.shape)
         _compare(out.numpy().astype(np.float64), expected, "scores", case,
                  "NumPy: softmax(q k^T / sqrt(key_dim)) over the flattened key attention axes",
@@ -668,9 +688,10 @@ def _grade_attention_scores(module, rng):
                       lambda: _attention_scores(q, k, axes, scale=1.0)),
                      ("scaled by 1/key_dim: the scale is 1/sqrt(key_dim)",
                       lambda: _attention_scores(q, k, axes, scale=1.0 / q.shape[-1])),
-                     ("softmax over the last key axis only: with several attention axes it must run "
-                      "jointly over all of the key's (tm.softmax(x, axis=(-2, -1)) for two)",
-                      lambda: _attention_scores(q, k, axes, joint=False) if len(axes) > 1 else None)])
+                     ("softmax over the last key axis only: with several attention axes it must "
+                      "run jointly over all of the key's (tm.softmax(x, axis=(-2, -1)) for two)",
+                      lambda: (_attention_scores(q, k, axes, joint=False) if len(axes) > 1
+                               else None))])
         _gradcheck(lambda a, b: _call(fn, case, a, b, axes),
                    (Tensor(q, requires_grad=True), Tensor(k, requires_grad=True)), case, rng)
     return len(cases)
@@ -715,8 +736,8 @@ def _grade_online_softmax(module, rng):
             if not 0 <= j0 < j1 <= S:
                 _fail(f"score_block({j0}, {j1}) is outside the {S} key positions in {case}")
             if j1 - j0 > block:
-                _fail(f"score_block({j0}, {j1}) asked for {j1 - j0} columns, more than block={block}, "
-                      f"in {case}: the point is never to hold more than one block")
+                _fail(f"score_block({j0}, {j1}) asked for {j1 - j0} columns, more than "
+                      f"block={block}, in {case}: the point is never to hold more than one block")
             calls.append((j0, j1))
             return scores[:, j0:j1].copy()
 
@@ -754,17 +775,20 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
              _grade_sigmoid_backward,
              "write it with the forward value s = sigmoid(x); it must stay finite for |x| = 800"),
     Exercise("tanh_backward", "02", "the derivative of tanh, 1 - tanh(x)^2", _grade_tanh_backward),
-    Exercise("sum_to", "03", "undo broadcasting: sum a gradient down to an input's shape", _grade_sum_to,
+    Exercise("sum_to", "03", "undo broadcasting: sum a gradient down to an input's shape",
+             _grade_sum_to,
              "sum away the extra leading axes, then (keepdims=True) every axis where shape has a 1 "
              "but the gradient does not"),
     Exercise("matmul_backward", "03", "the gradients of a @ b, with broadcast batch axes",
              _grade_matmul_backward,
-             "ga = g @ b^T and gb = a^T @ g (transpose the last two axes; not g @ b or a @ g), then "
-             "sum_to each input's shape: a batch axis that was broadcast must be summed"),
-    Exercise("einsum_backward", "04", "gradients of 'ij,jk->ik', 'bqhd,bkhd->bhqk' and 'ii->i' as einsums",
+             "ga = g @ b^T and gb = a^T @ g (transpose the last two axes; not g @ b or a @ g), "
+             "then sum_to each input's shape: a batch axis that was broadcast must be summed"),
+    Exercise("einsum_backward", "04",
+             "gradients of 'ij,jk->ik', 'bqhd,bkhd->bhqk' and 'ii->i' as einsums",
              _grade_einsum_backward,
-             "the gradient for an operand is an einsum of g with the other operand(s), whose output "
-             "letters are that operand's letters; a repeated letter (ii) puts it on a diagonal"),
+             "the gradient for an operand is an einsum of g with the other operand(s), whose "
+             "output letters are that operand's letters; a repeated letter (ii) puts it on a "
+             "diagonal"),
     Exercise("softmax_backward", "05", "the vector-Jacobian product of softmax along an axis",
              _grade_softmax_backward,
              "the Jacobian is diag(y) - y y^T, so the off-diagonal terms matter; sum only along "
@@ -777,24 +801,27 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
              "(x.max(axis=axis, keepdims=True)), not the global x.max()"),
     Exercise("masked_softmax", "05", "a numerically stable masked softmax from Tensor ops",
              _grade_masked_softmax,
-             "shift each slice by its own largest *kept* logit (max along `axis`, keepdims=True; not "
-             "the global max; a constant: no gradient is needed through it), put exp() only where "
-             "mask is True (tm.where: masked entries exactly 0, not -1e9), and divide by a total "
-             "that is never 0"),
+             "shift each slice by its own largest *kept* logit (max along `axis`, keepdims=True; "
+             "not the global max; a constant: no gradient is needed through it), put exp() only "
+             "where mask is True (tm.where: masked entries exactly 0, not -1e9), and divide by a "
+             "total that is never 0"),
     Exercise("dropout_backward", "06", "the gradient of inverted dropout for a given mask",
              _grade_dropout_backward,
-             "the forward was y = x * keep / (1 - rate): its gradient is the same mask and the same "
-             "scale, g * keep / (1 - rate) (the 1/(1 - rate) is easy to forget)"),
-    Exercise("layernorm_backward", "03 and 05", "the gradients of layer normalization (x, gamma, beta)",
+             "the forward was y = x * keep / (1 - rate): its gradient is the same mask and the "
+             "same scale, g * keep / (1 - rate) (the 1/(1 - rate) is easy to forget)"),
+    Exercise("layernorm_backward", "03 and 05",
+             "the gradients of layer normalization (x, gamma, beta)",
              _grade_layernorm_backward,
-             "gamma and beta were broadcast over every leading axis, so their gradients sum over them; "
-             "the variance is the population one (ddof=0, mean((x - mu)^2), not ddof=1); for x, the "
-             "mean and the variance depend on every x in the row"),
-    Exercise("attention_scores", "04 and 09", "attention probabilities with Keras' attention_axes layout",
+             "gamma and beta were broadcast over every leading axis, so their gradients sum over "
+             "them; the variance is the population one (ddof=0, mean((x - mu)^2), not ddof=1); "
+             "for x, the mean and the variance depend on every x in the row"),
+    Exercise("attention_scores", "04 and 09",
+             "attention probabilities with Keras' attention_axes layout",
              _grade_attention_scores,
              "scale by 1/sqrt(key_dim), take dot products over the last axis, and softmax jointly "
              "over all of the key's attention axes (tm.softmax accepts a tuple of axes)"),
-    Exercise("online_softmax", "13", "softmax(scores) @ values in one sweep over key blocks (FlashAttention)",
+    Exercise("online_softmax", "13",
+             "softmax(scores) @ values in one sweep over key blocks (FlashAttention)",
              _grade_online_softmax,
              "per row keep m (max so far), l (sum of exp(s - m)) and acc (sum of exp(s - m) * v); "
              "when m grows, multiply l and acc by exp(m_old - m_new); shift a row whose m is still "

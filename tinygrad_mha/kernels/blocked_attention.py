@@ -62,14 +62,14 @@ from ..tensor import Function, Tensor, is_grad_enabled
 # within 1,280-1,420 ms, again inside the noise; 64x1024 (1,471) was the only clear loser.
 BLOCK_Q = 256
 BLOCK_K = 512
-BLOCK_ELEMENTS = 1 << 18
+BLOCK_ELEMENTS = 1 << 18  # score entries per work item: groups per chunk = this // (bq * bk)
 # flash_attention=None picks this kernel when T * S (per head) is at least this many scores.
 # Measured (bench_long.py --threshold, whole MHA step, E=256, 8 heads, 2 threads, shared
 # machine), blocked / dense time: T=512 0.85, 768 1.27, 1024 1.04, 1536 0.92, 2048 0.78.
 # Below about T=1024 it is noise either way and dense is the path learners read; from
 # about T=1450 (2**21 scores) blocked is faster every time, and its memory is O(T) from the start.
 AUTO_MIN_SCORES = 1 << 21
-RESCALE_MARGIN = 8.0  # the forward's running shift may trail a row's maximum by this much  # score entries per work item: groups per chunk = this // (bq * bk)
+RESCALE_MARGIN = 8.0  # the forward's running shift may trail a row's maximum by this much
 
 
 def default_threads() -> int:
@@ -154,8 +154,9 @@ def normalize_part(array, group_shape: tuple, t_shape: tuple, s_shape: tuple):
         gmap = None
     else:
         idx = np.unravel_index(np.arange(G), group_shape)
-        gmap = np.ravel_multi_index([i if n > 1 else np.zeros_like(i) for i, n in zip(idx, mg)], mg) \
-            if mg else np.zeros(G, dtype=np.intp)
+        gmap = (np.ravel_multi_index(
+                    [i if n > 1 else np.zeros_like(i) for i, n in zip(idx, mg)], mg)
+                if mg else np.zeros(G, dtype=np.intp))
         gmap = xp.asarray(gmap)  # indexes device arrays: lives on their device
     return arr, gmap
 
@@ -185,7 +186,8 @@ class _Plan:
                 return False
             if self.window is not None and (lo >= self.window or -hi >= self.window):
                 return False
-            partial = (self.causal and hi > 0) or (self.window is not None and max(-lo, hi) >= self.window)
+            partial = (self.causal and hi > 0) or (self.window is not None
+                                                   and max(-lo, hi) >= self.window)
             if partial:
                 keep = self._band(xp, t0 - s0, t1 - t0, s1 - s0)
                 if not self.masks:
@@ -225,7 +227,8 @@ class _Plan:
 
 
 def _items(G, gc, n, b):
-    return [(g0, min(G, g0 + gc), i0, min(n, i0 + b)) for g0 in range(0, G, gc) for i0 in range(0, n, b)]
+    return [(g0, min(G, g0 + gc), i0, min(n, i0 + b))
+            for g0 in range(0, G, gc) for i0 in range(0, n, b)]
 
 
 def _forward(plan, q, kT, v):
@@ -273,7 +276,8 @@ def _forward(plan, q, kT, v):
             if bool(raise_.any()):
                 delta = xp.where(raise_, top, dtype.type(0))
                 s -= delta
-                acc_l *= xp.exp(-xp.where(started, delta, dtype.type(0)))  # a new row's l, acc are 0
+                # a new row's l, acc are 0
+                acc_l *= xp.exp(-xp.where(started, delta, dtype.type(0)))
                 neg_shift -= delta
                 started |= raise_
             xp.exp(s, out=s)
@@ -286,7 +290,8 @@ def _forward(plan, q, kT, v):
         empty = l == 0  # no key kept: a zero row, and lse = +inf so backward's P is 0
         out[g0:g1, t0:t1] = acc / xp.where(empty, dtype.type(1), l)
         with np.errstate(divide="ignore"):
-            lse[g0:g1, t0:t1] = xp.where(empty, dtype.type(np.inf), xp.log(xp.where(empty, 1, l)) - neg_shift)
+            lse[g0:g1, t0:t1] = xp.where(empty, dtype.type(np.inf),
+                                         xp.log(xp.where(empty, 1, l)) - neg_shift)
 
     gc = max(1, min(G, BLOCK_ELEMENTS // (plan.bq * plan.bk)))
     _run(_items(G, gc, T, plan.bq), work, plan.threads, not is_cupy_array(q))
@@ -412,7 +417,8 @@ class BlockedAttention(Function):
                 block_q, block_k, threads):
         q_perm, k_perm, v_perm, group_shape, t_shape, s_shape = layout
         xp = array_module(q)
-        work = np.dtype(np.float32 if q.dtype == np.float16 else q.dtype)  # half precision accumulates in float32
+        # half precision accumulates in float32
+        work = np.dtype(np.float32 if q.dtype == np.float16 else q.dtype)
         G, T, S = math.prod(group_shape), math.prod(t_shape), math.prod(s_shape)
         plan = self.plan = _Plan()
         plan.T, plan.S, plan.causal, plan.window = T, S, causal, window
@@ -420,14 +426,17 @@ class BlockedAttention(Function):
         plan.bq, plan.bk, plan.threads = block_q, block_k, threads
         plan.bands = {}
         plan.masks = [normalize_part(m, group_shape, t_shape, s_shape) for m in masks]
-        plan.biases = [normalize_part(b.astype(work, copy=False), group_shape, t_shape, s_shape) for b in biases]
+        plan.biases = [normalize_part(b.astype(work, copy=False), group_shape, t_shape, s_shape)
+                       for b in biases]
         self.bias_shapes = [b.shape for b in biases]
         self.layout, self.scale, self.in_dtype = layout, scale, q.dtype
         self.work_dtype = work
 
         def canon(x, perm, n):
-            return xp.ascontiguousarray(x.transpose(perm).astype(work, copy=False)).reshape(G, n, -1)
-        qc = canon(q, q_perm, T) * work.type(scale)  # a new array: the scale goes onto q, not the scores
+            return xp.ascontiguousarray(
+                x.transpose(perm).astype(work, copy=False)).reshape(G, n, -1)
+        # a new array: the scale goes onto q, not the scores
+        qc = canon(q, q_perm, T) * work.type(scale)
         kT = xp.ascontiguousarray(canon(k, k_perm, S).transpose(0, 2, 1))
         vc = canon(v, v_perm, S)
         out, lse = _forward(plan, qc, kT, vc)
@@ -451,17 +460,22 @@ class BlockedAttention(Function):
         xp = array_module(qc)
         G, T = qc.shape[0], qc.shape[1]
         work = self.work_dtype
-        do = xp.ascontiguousarray(g.data.transpose(q_perm).astype(work, copy=False)).reshape(G, T, -1)
+        do = xp.ascontiguousarray(
+            g.data.transpose(q_perm).astype(work, copy=False)).reshape(G, T, -1)
         need_bias = [b.requires_grad for b in biases]
         dq, dk, dv, dbiases = _backward(self.plan, qc, kT, vc, out, lse, do, need_bias)
         dq *= work.type(self.scale)
         grads = [
-            Tensor._wrap(self._from_canonical(dq, q.shape, q_perm).astype(q.dtype, copy=False)) if q.requires_grad else None,
-            Tensor._wrap(self._from_canonical(dk, k.shape, k_perm).astype(k.dtype, copy=False)) if k.requires_grad else None,
-            Tensor._wrap(self._from_canonical(dv, v.shape, v_perm).astype(v.dtype, copy=False)) if v.requires_grad else None,
+            Tensor._wrap(self._from_canonical(dq, q.shape, q_perm).astype(q.dtype, copy=False))
+            if q.requires_grad else None,
+            Tensor._wrap(self._from_canonical(dk, k.shape, k_perm).astype(k.dtype, copy=False))
+            if k.requires_grad else None,
+            Tensor._wrap(self._from_canonical(dv, v.shape, v_perm).astype(v.dtype, copy=False))
+            if v.requires_grad else None,
         ]
         for b, need, db in zip(biases, need_bias, dbiases):
-            grads.append(Tensor._wrap(_bias_grad(db, b.shape, group_shape, t_shape, s_shape).astype(b.dtype, copy=False))
+            grads.append(Tensor._wrap(_bias_grad(db, b.shape, group_shape, t_shape, s_shape)
+                                      .astype(b.dtype, copy=False))
                          if need else None)
         return tuple(grads)
 

@@ -23,7 +23,8 @@ _name_counts: dict[str, int] = {}
 
 
 def _default_name(cls) -> str:
-    """A unique snake_case name from the class name: multi_head_attention, multi_head_attention_1."""
+    """A unique snake_case name from the class name: multi_head_attention,
+    multi_head_attention_1."""
     base = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
     count = _name_counts.get(base, 0)
     _name_counts[base] = count + 1
@@ -44,7 +45,8 @@ def _check_path(path, what: str) -> str:
     try:
         return os.fsdecode(os.fspath(path))
     except TypeError:
-        raise TypeError(f"{what}: path must be a str or os.PathLike, got {type(path).__name__}") from None
+        raise TypeError(f"{what}: path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}") from None
 
 
 class _RefusedFile(ValueError):
@@ -81,8 +83,9 @@ def _read_weights_file(path: str, expected: dict) -> dict:
                     raise _RefusedFile(f"load_weights: {path}: array {key!r} has dtype {dtype}, "
                                        f"but weight {weight.name!r} needs numbers")
                 if tuple(shape) != weight.shape:
-                    raise _RefusedFile(f"load_weights: {path}: array {key!r} has shape {tuple(shape)}, "
-                                       f"but weight {weight.name!r} has shape {weight.shape}")
+                    raise _RefusedFile(f"load_weights: {path}: array {key!r} has shape "
+                                       f"{tuple(shape)}, but weight {weight.name!r} has shape "
+                                       f"{weight.shape}")
             with archive.open(members[_structural_key(key)]) as member:
                 arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
     return arrays
@@ -138,12 +141,14 @@ class Layer:
         """Create a Parameter on this layer's device, initialised by ``initializer``."""
         init = initializers.get(initializer)
         if isinstance(init, initializers.Initializer):
-            values = init(tuple(shape), dtype=self.dtype, device=self.device, fan_in=fan_in, fan_out=fan_out)
+            values = init(tuple(shape), dtype=self.dtype, device=self.device, fan_in=fan_in,
+                          fan_out=fan_out)
         else:  # a plain function, Keras style: fn(shape, dtype) -> array
             values = init(tuple(shape), dtype=self.dtype)
         if tuple(np.shape(values)) != tuple(shape):
             raise ValueError(f"{self.name}: the initializer {init!r} returned values of shape "
-                             f"{tuple(np.shape(values))} for weight {name!r} of shape {tuple(shape)}")
+                             f"{tuple(np.shape(values))} for weight {name!r} of shape "
+                             f"{tuple(shape)}")
         return Parameter(values, name=f"{self.name}/{name}", regularizer=regularizer,
                          constraint=constraint, dtype=self.dtype, device=self.device)
 
@@ -213,8 +218,8 @@ class Layer:
                 raise type(exc)(f"{name} must be a float Tensor or array: {exc}") from exc
         elif not (type(x.data) is np.ndarray and self.device == "cpu") and x.device != self.device:
             # (the first test is the common case, and much cheaper than asking for x.device)
-            raise ValueError(f"{name} is on {x.device!r} but layer {self.name!r} is on {self.device!r}; "
-                             f"move one of them with .to()")
+            raise ValueError(f"{name} is on {x.device!r} but layer {self.name!r} is on "
+                             f"{self.device!r}; move one of them with .to()")
         dtype = x.dtype
         if dtype.kind != "f":
             raise TypeError(f"{name} must hold floating point values, got dtype {dtype}")
@@ -251,7 +256,8 @@ class Layer:
                 raise ValueError(f"set_weights: the array for weight {w.name!r} is not a "
                                  f"rectangular array: {exc}") from exc
             if a.dtype.kind not in "fiu":
-                raise TypeError(f"set_weights: weight {w.name!r} needs numbers, got dtype {a.dtype}")
+                raise TypeError(f"set_weights: weight {w.name!r} needs numbers, got dtype "
+                                f"{a.dtype}")
             if a.shape != w.shape:
                 raise ValueError(f"set_weights: weight {w.name!r} has shape {w.shape}, "
                                  f"got an array of shape {a.shape}")
@@ -284,28 +290,32 @@ class Layer:
             raise
 
     def load_weights(self, path) -> None:
-        """Read weights saved by ``save_weights``; names, shapes and dtypes are checked before any change.
+        """Read weights saved by ``save_weights``; names, shapes and dtypes are checked before any
+        change.
 
         The file may come from anyone: nothing is unpickled, and each array's header is checked
         against the weight it is meant for before its data is read, so a forged header cannot
         make us allocate more than the layer's own weights.
         """
         if not self.built:
-            raise ValueError(f"load_weights: build layer {self.name!r} first (call it once or call build())")
+            raise ValueError(f"load_weights: build layer {self.name!r} first (call it once or call "
+                             "build())")
         path = _check_path(path, "load_weights")
         expected = dict(zip(self._weight_keys(), self.weights))
         try:
             arrays = _read_weights_file(path, expected)
         except _RefusedFile as exc:
             raise ValueError(str(exc)) from None
-        except Exception as exc:  # anything that goes wrong decoding the file: zip, zlib, npy header ...
+        # anything that goes wrong decoding the file: zip, zlib, npy header ...
+        except Exception as exc:
             raise ValueError(f"load_weights: {path} is not a valid .npz weights file: "
                              f"{type(exc).__name__}: {exc}") from exc
         self.set_weights([arrays[k] for k in expected])
 
     # ------------------------------------------------------------ devices and config
     def to(self, device) -> "Layer":
-        """Move every weight (in place, keeping Parameter identity) and future inputs to ``device``."""
+        """Move every weight (in place, keeping Parameter identity) and future inputs to
+        ``device``."""
         device = backend.check_device(device)
         backend.xp_for(device)  # fails clearly before anything moves
         for layer in self._layers():

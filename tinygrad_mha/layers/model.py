@@ -32,7 +32,8 @@ from .base import Layer
 
 LOSSES = {
     # from logits, like Keras with from_logits=True
-    "sparse_categorical_crossentropy": lambda y, logits: losses_module.softmax_cross_entropy(logits, y),
+    "sparse_categorical_crossentropy":
+        lambda y, logits: losses_module.softmax_cross_entropy(logits, y),
     "categorical_crossentropy": lambda y, logits: losses_module.softmax_cross_entropy(logits, y),
     "mean_squared_error": losses_module.mean_squared_error,
     "mse": losses_module.mean_squared_error,
@@ -77,7 +78,8 @@ def _resolve_loss(loss):
                              "or pass a callable loss(y_true, y_pred) -> scalar Tensor")
         return LOSSES[loss]
     if not callable(loss):
-        raise TypeError(f"fit: loss must be a name or a callable loss(y_true, y_pred), got {loss!r}")
+        raise TypeError("fit: loss must be a name or a callable loss(y_true, y_pred), got "
+                        f"{loss!r}")
     return loss
 
 
@@ -149,12 +151,14 @@ class Model(Layer):
         if isinstance(optimizer, str):
             classes = {"adam": optimizers.Adam, "adamw": optimizers.AdamW, "sgd": optimizers.SGD}
             if optimizer.lower() not in classes:
-                raise ValueError(f"fit: unknown optimizer {optimizer!r}; known names are {sorted(classes)}")
+                raise ValueError(f"fit: unknown optimizer {optimizer!r}; known names are "
+                                 f"{sorted(classes)}")
             return classes[optimizer.lower()](params)
         if callable(optimizer):  # a factory: params -> Optimizer (e.g. lambda p: Adam(p, 3e-3))
             opt = optimizer(params)
             if not isinstance(opt, optimizers.Optimizer):
-                raise TypeError(f"fit: the optimizer factory returned {type(opt).__name__}, not an Optimizer")
+                raise TypeError(f"fit: the optimizer factory returned {type(opt).__name__}, not an "
+                                "Optimizer")
             return opt
         raise TypeError(f"fit: optimizer must be an Optimizer, a name or a factory params -> "
                         f"Optimizer, got {optimizer!r}")
@@ -175,9 +179,11 @@ class Model(Layer):
         epochs, steps = _check_count(epochs, "epochs"), _check_count(steps, "steps")
         batch_size = _check_count(batch_size, "batch_size")
         if epochs is not None and steps is not None:
-            raise ValueError(f"fit: give epochs or steps, not both (got epochs={epochs}, steps={steps})")
+            raise ValueError(f"fit: give epochs or steps, not both (got epochs={epochs}, "
+                             f"steps={steps})")
         if callback is not None and not callable(callback):
-            raise TypeError(f"fit: callback must be callable as callback(step, logs), got {callback!r}")
+            raise TypeError("fit: callback must be callable as callback(step, logs), got "
+                            f"{callback!r}")
         x = x if hasattr(x, "shape") else np.asarray(x)
         y = y if hasattr(y, "shape") else np.asarray(y)
         n = len(x)

@@ -61,7 +61,8 @@ def _projection_equation(free: int, bound: int, new: int) -> tuple[str, str]:
     (2, 1, 2) gives ("abc,cde->abde", "de"): (B, T, F) x (F, H, D) -> (B, T, H, D).
     """
     letters = string.ascii_lowercase
-    kept, summed, made = letters[:free], letters[free:free + bound], letters[free + bound:free + bound + new]
+    kept, summed = letters[:free], letters[free:free + bound]
+    made = letters[free + bound:free + bound + new]
     return f"{kept}{summed},{summed}{made}->{kept}{made}", made
 
 
@@ -78,9 +79,11 @@ class MultiHeadAttention(Layer):
         kdim = _positive_int(key_dim, "key_dim")
         vdim = _positive_int(value_dim, "value_dim", optional=True)
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
-            raise ArgumentTypeError(f"MultiHeadAttention: dropout must be a number in [0, 1), got dropout={dropout!r}")
+            raise ArgumentTypeError("MultiHeadAttention: dropout must be a number in [0, 1), got "
+                                    f"dropout={dropout!r}")
         if not 0 <= dropout < 1:
-            raise ValueError(f"MultiHeadAttention: dropout must be a number in [0, 1), got dropout={dropout!r}")
+            raise ValueError("MultiHeadAttention: dropout must be a number in [0, 1), got "
+                             f"dropout={dropout!r}")
         for flag, value in (("use_bias", use_bias), ("use_gate", use_gate)):
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"MultiHeadAttention: {flag} must be a bool, got {flag}={value!r}")
@@ -93,10 +96,12 @@ class MultiHeadAttention(Layer):
                             f"or list of ints, got output_shape={output_shape!r}")
             output_shape = tuple(_positive_int(n, "output_shape entries") for n in output_shape)
         if attention_axes is not None:
-            if isinstance(attention_axes, numbers.Integral) and not isinstance(attention_axes, bool):
+            if (isinstance(attention_axes, numbers.Integral)
+                    and not isinstance(attention_axes, bool)):
                 attention_axes = (attention_axes,)
             if not isinstance(attention_axes, (tuple, list)) or not attention_axes or any(
-                    isinstance(a, bool) or not isinstance(a, numbers.Integral) for a in attention_axes):
+                    isinstance(a, bool) or not isinstance(a, numbers.Integral)
+                    for a in attention_axes):
                 empty = isinstance(attention_axes, (tuple, list)) and not attention_axes
                 raise (ValueError if empty else ArgumentTypeError)(
                     "MultiHeadAttention: attention_axes must be an int, or a non-empty tuple "
@@ -104,10 +109,13 @@ class MultiHeadAttention(Layer):
             attention_axes = tuple(int(a) for a in attention_axes)
         sliding_window = _positive_int(sliding_window, "sliding_window", optional=True)
         if flash_attention is not None and not isinstance(flash_attention, (bool, np.bool_)):
-            raise ArgumentTypeError("MultiHeadAttention: flash_attention must be None (automatic), True or "
-                                    f"False, got flash_attention={flash_attention!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-            raise ValueError(f"MultiHeadAttention: seed must be a non-negative int or None, got seed={seed!r}")
+            raise ArgumentTypeError("MultiHeadAttention: flash_attention must be None "
+                                    "(automatic), True or False, got "
+                                    f"flash_attention={flash_attention!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or seed < 0):
+            raise ValueError("MultiHeadAttention: seed must be a non-negative int or None, got "
+                             f"seed={seed!r}")
         # Resolve every identifier before touching self, so a bad one leaves nothing half-made.
         resolved = dict(
             kernel_initializer=initializers.get(kernel_initializer),
@@ -139,12 +147,13 @@ class MultiHeadAttention(Layer):
         for a in self.attention_axes:
             b = a + rank if a < 0 else a  # negative axes count from the input's rank
             if not 0 <= b < rank:
-                raise ValueError(f"MultiHeadAttention: attention axis {a} is out of range for inputs "
-                                 f"of rank {rank}; valid axes are 1..{rank - 2} (or {1 - rank}..-2)")
+                raise ValueError(f"MultiHeadAttention: attention axis {a} is out of range for "
+                                 f"inputs of rank {rank}; valid axes are 1..{rank - 2} (or "
+                                 f"{1 - rank}..-2)")
             if b == 0 or b == rank - 1:
                 raise ValueError(f"MultiHeadAttention: attention axis {a} is the "
-                                 f"{'batch' if b == 0 else 'feature'} axis of inputs of rank {rank}; "
-                                 f"attention runs over index axes 1..{rank - 2} only")
+                                 f"{'batch' if b == 0 else 'feature'} axis of inputs of rank "
+                                 f"{rank}; attention runs over index axes 1..{rank - 2} only")
             if b in axes:
                 raise ValueError(f"MultiHeadAttention: attention_axes={self.attention_axes} names "
                                  f"axis {b} twice")
@@ -158,16 +167,18 @@ class MultiHeadAttention(Layer):
                 raise ValueError(f"MultiHeadAttention: {name} must have rank >= 3 "
                                  f"(batch, ..., features), got shape {tuple(shape)}")
         if not len(q_shape) == len(v_shape) == len(k_shape):
-            raise ValueError(f"MultiHeadAttention: query, value and key must have the same rank, got "
-                             f"shapes {tuple(q_shape)}, {tuple(v_shape)} and {tuple(k_shape)}")
+            raise ValueError("MultiHeadAttention: query, value and key must have the same rank, "
+                             f"got shapes {tuple(q_shape)}, {tuple(v_shape)} and {tuple(k_shape)}")
         if tuple(v_shape[:-1]) != tuple(k_shape[:-1]):
-            raise ValueError("MultiHeadAttention: value and key must agree on every axis but the last, "
-                             f"got value shape {tuple(v_shape)} and key shape {tuple(k_shape)}")
+            raise ValueError("MultiHeadAttention: value and key must agree on every axis but the "
+                             f"last, got value shape {tuple(v_shape)} and key shape "
+                             f"{tuple(k_shape)}")
         axes = self._normalized_axes(len(q_shape))
         for a in range(len(q_shape) - 1):
             if a not in axes and q_shape[a] != v_shape[a]:
-                raise ValueError(f"MultiHeadAttention: query and value must agree on axis {a} (a batch "
-                                 f"axis, not an attention axis), got shapes {tuple(q_shape)} and {tuple(v_shape)}")
+                raise ValueError(f"MultiHeadAttention: query and value must agree on axis {a} (a "
+                                 f"batch axis, not an attention axis), got shapes {tuple(q_shape)} "
+                                 f"and {tuple(v_shape)}")
         return axes
 
     # ------------------------------------------------------------ build
@@ -184,7 +195,8 @@ class MultiHeadAttention(Layer):
                 activation=activation, bias_axes=bias_axes if self.use_bias else None,
                 kernel_initializer=_clone(sub["kernel_initializer"]),
                 bias_initializer=_clone(sub["bias_initializer"]),
-                kernel_regularizer=sub["kernel_regularizer"], bias_regularizer=sub["bias_regularizer"],
+                kernel_regularizer=sub["kernel_regularizer"],
+                bias_regularizer=sub["bias_regularizer"],
                 activity_regularizer=sub["activity_regularizer"],
                 kernel_constraint=sub["kernel_constraint"], bias_constraint=sub["bias_constraint"],
                 name=name, dtype=self.dtype)
@@ -196,7 +208,8 @@ class MultiHeadAttention(Layer):
         # All are made before any is attached, so a failing initializer leaves the layer as it was.
         made = {"query_dense": dense("query", self.key_dim, query_shape),
                 "key_dense": dense("key", self.key_dim, key_shape)}
-        made["gate_dense"] = dense("gate", self.value_dim, query_shape, "sigmoid") if self.use_gate else None
+        made["gate_dense"] = (dense("gate", self.value_dim, query_shape, "sigmoid")
+                              if self.use_gate else None)
         made["value_dense"] = dense("value", self.value_dim, value_shape)
         context_shape = tuple(query_shape[:-1]) + (self.num_heads, self.value_dim)
         made["output_dense"] = dense("attention_output", None, context_shape, bound=2,
@@ -227,19 +240,22 @@ class MultiHeadAttention(Layer):
     def _to_bool_mask(self, mask, name: str):
         if isinstance(mask, Tensor):
             if mask.device != self.device:
-                raise ValueError(f"MultiHeadAttention: {name} is on {mask.device!r} but the layer is on {self.device!r}")
+                raise ValueError(f"MultiHeadAttention: {name} is on {mask.device!r} but the layer "
+                                 f"is on {self.device!r}")
             mask = mask.data
         if not (backend.is_cupy_array(mask) or isinstance(mask, np.ndarray)):
             try:
                 mask = np.asarray(mask)
             except ValueError as exc:  # a ragged nested list
-                raise ValueError(f"MultiHeadAttention: {name} must be a rectangular array: {exc}") from exc
+                raise ValueError(f"MultiHeadAttention: {name} must be a rectangular array: "
+                                 f"{exc}") from exc
         if mask.dtype.kind not in "biuf":
-            raise TypeError(f"MultiHeadAttention: {name} must be boolean or 0/1 numbers, got dtype {mask.dtype}")
+            raise TypeError(f"MultiHeadAttention: {name} must be boolean or 0/1 numbers, got dtype "
+                            f"{mask.dtype}")
         if mask.dtype.kind in "if" and mask.size and not bool((mask >= 0).all()):  # NaN fails too
-            raise ValueError(f"MultiHeadAttention: {name} must hold True/False or 0/1 (nonzero = attend), "
-                             f"got negative or NaN values; an additive mask (0 / -inf) would be read "
-                             f"backwards here: pass (mask == 0) instead")
+            raise ValueError(f"MultiHeadAttention: {name} must hold True/False or 0/1 (nonzero = "
+                             "attend), got negative or NaN values; an additive mask (0 / -inf) "
+                             "would be read backwards here: pass (mask == 0) instead")
         mask = backend.to_device(mask, self.device)
         return mask if mask.dtype == bool else mask != 0
 
@@ -250,9 +266,11 @@ class MultiHeadAttention(Layer):
         ``blocked``: the list of parts instead, not ANDed (each stays its own small shape) and
         without the causal and sliding-window bands, which the blocked kernel makes per block.
         """
-        if (attention_mask is None and query_mask is None and value_mask is None and key_mask is None
+        if (attention_mask is None and query_mask is None and value_mask is None
+                and key_mask is None
                 and (blocked or (not use_causal_mask and self.sliding_window is None))):
-            return [] if blocked else None  # the common case, without building the position grids below
+            # the common case, without building the position grids below
+            return [] if blocked else None
         rank = len(q_shape)
         batch_axes = [a for a in range(rank - 1) if a not in axes]
         batch_shape = tuple(q_shape[a] for a in batch_axes)
@@ -267,25 +285,28 @@ class MultiHeadAttention(Layer):
             m = self._to_bool_mask(attention_mask, "attention_mask")
             if not 2 * k <= m.ndim <= len(scores_shape):
                 raise ValueError(
-                    f"MultiHeadAttention: attention_mask of shape {tuple(m.shape)} must have between "
-                    f"{2 * k} and {len(scores_shape)} axes to match the attention scores of shape "
-                    f"{scores_shape} (batch dims, heads, query attention dims, key attention dims)")
+                    f"MultiHeadAttention: attention_mask of shape {tuple(m.shape)} must have "
+                    f"between {2 * k} and {len(scores_shape)} axes to match the attention scores "
+                    f"of shape {scores_shape} (batch dims, heads, query attention dims, key "
+                    "attention dims)")
             # Like Keras: missing axes (batch, heads) are inserted before the query block.
             cut = m.ndim - 2 * k
-            expanded = m.reshape(m.shape[:cut] + (1,) * (len(scores_shape) - m.ndim) + m.shape[cut:])
+            expanded = m.reshape(m.shape[:cut] + (1,) * (len(scores_shape) - m.ndim)
+                                 + m.shape[cut:])
             if any(n not in (1, want) for n, want in zip(expanded.shape, scores_shape)):
                 raise ValueError(
-                    f"MultiHeadAttention: attention_mask of shape {tuple(m.shape)} does not broadcast to "
-                    f"the attention scores of shape {scores_shape} (batch dims, heads, query attention "
-                    f"dims, key attention dims); e.g. {scores_shape[:n_batch] + t_shape + s_shape} works")
+                    f"MultiHeadAttention: attention_mask of shape {tuple(m.shape)} does not "
+                    f"broadcast to the attention scores of shape {scores_shape} (batch dims, "
+                    "heads, query attention dims, key attention dims); e.g. "
+                    f"{scores_shape[:n_batch] + t_shape + s_shape} works")
             parts.append(expanded)
 
         def place(mask, name, shape, is_query):
             m = self._to_bool_mask(mask, name)
             expected = tuple(shape[:-1])
             if m.ndim != len(expected) or any(n not in (1, e) for n, e in zip(m.shape, expected)):
-                raise ValueError(f"MultiHeadAttention: {name} must have shape {expected} (the input's "
-                                 f"shape without features), got {tuple(m.shape)}")
+                raise ValueError(f"MultiHeadAttention: {name} must have shape {expected} (the "
+                                 f"input's shape without features), got {tuple(m.shape)}")
             m = m.transpose(batch_axes + list(axes))
             head = (1,) if is_query else (1,) * (1 + k)
             tail = (1,) * k if is_query else ()
@@ -318,16 +339,19 @@ class MultiHeadAttention(Layer):
 
     # ------------------------------------------------------------ call
     def __call__(self, query, value, key=None, attention_mask=None, return_attention_scores=False,
-                 training=None, use_causal_mask=False, query_mask=None, value_mask=None, key_mask=None):
+                 training=None, use_causal_mask=False, query_mask=None, value_mask=None,
+                 key_mask=None):
         return super().__call__(query, value, key=key, attention_mask=attention_mask,
                                 return_attention_scores=return_attention_scores, training=training,
                                 use_causal_mask=use_causal_mask, query_mask=query_mask,
                                 value_mask=value_mask, key_mask=key_mask)
 
     def call(self, query, value, key=None, attention_mask=None, return_attention_scores=False,
-             training=None, use_causal_mask=False, query_mask=None, value_mask=None, key_mask=None):
+             training=None, use_causal_mask=False, query_mask=None, value_mask=None,
+             key_mask=None):
         if training is not None and not isinstance(training, (bool, np.bool_)):
-            raise TypeError(f"MultiHeadAttention: training must be True, False or None, got {training!r}")
+            raise TypeError("MultiHeadAttention: training must be True, False or None, "
+                            f"got {training!r}")
         query = self._as_input(query, "query")
         value = self._as_input(value, "value")
         key = value if key is None else self._as_input(key, "key")
@@ -354,8 +378,9 @@ class MultiHeadAttention(Layer):
         else:
             # One graph node for scores, softmax, dropout and context (see ops/attention.py); the
             # 1/sqrt(key_dim) scale goes onto the (B, T, H, D) query, not the larger scores.
-            context = attention(q, k, v, self._dot_equation, self._combine_equation, axis=self._softmax_axes,
-                                scale=1.0 / math.sqrt(self.key_dim), mask=mask,
+            context = attention(q, k, v, self._dot_equation, self._combine_equation,
+                                axis=self._softmax_axes, scale=1.0 / math.sqrt(self.key_dim),
+                                mask=mask,
                                 dropout_rate=self.dropout if training else 0.0,
                                 seed=self._generator() if training and self.dropout > 0 else None,
                                 return_probs=bool(return_attention_scores))
@@ -394,7 +419,8 @@ class MultiHeadAttention(Layer):
             window=self.sliding_window, rate=rate, random_key=key)
 
     def _generator(self):
-        """The layer's own dropout stream when seeded (advancing each call, as Keras'), else shared."""
+        """The layer's own dropout stream when seeded (advancing each call, as Keras'), else
+        shared."""
         if self.seed is None:
             return None
         if self._dropout_rng is None:
@@ -403,7 +429,8 @@ class MultiHeadAttention(Layer):
         return self._dropout_rng
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
-        self._check_shapes(query_shape, value_shape, value_shape if key_shape is None else key_shape)
+        self._check_shapes(query_shape, value_shape,
+                           value_shape if key_shape is None else key_shape)
         return tuple(query_shape[:-1]) + (self.output_shape or (query_shape[-1],))
 
     # ------------------------------------------------------------ config

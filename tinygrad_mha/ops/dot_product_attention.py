@@ -29,36 +29,41 @@ from .nn import as_mask, softmax
 def _check(query, key, value, bias, mask, scale, is_causal, flash_attention):
     for name, t in (("query", query), ("key", key), ("value", value)):
         if t.ndim != 4:
-            raise ValueError(f"dot_product_attention: {name} must have rank 4 (batch, positions, heads, "
-                             f"features), got shape {t.shape}")
+            raise ValueError(f"dot_product_attention: {name} must have rank 4 (batch, positions, "
+                             f"heads, features), got shape {t.shape}")
         if t.dtype.kind != "f":
-            raise TypeError(f"dot_product_attention: {name} must be a floating point tensor, got dtype {t.dtype}")
+            raise TypeError(f"dot_product_attention: {name} must be a floating point tensor, got "
+                            f"dtype {t.dtype}")
     same_device(query, key, value, op="dot_product_attention")
     if not query.dtype == key.dtype == value.dtype:
         raise TypeError("dot_product_attention: query, key and value must have one dtype, got "
                         f"{query.dtype}, {key.dtype} and {value.dtype}")
     (b, t, n, h), (bk, s, nk, hk), (bv, sv, nv, _) = query.shape, key.shape, value.shape
     if not (b == bk == bv and n == nk == nv and s == sv and h == hk):
-        raise ValueError("dot_product_attention: expected query (B, T, N, H), key (B, S, N, H) and value "
-                         f"(B, S, N, Hv), got shapes {query.shape}, {key.shape} and {value.shape}")
+        raise ValueError("dot_product_attention: expected query (B, T, N, H), key (B, S, N, H) "
+                         f"and value (B, S, N, Hv), got shapes {query.shape}, {key.shape} and "
+                         f"{value.shape}")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
-        raise TypeError(f"dot_product_attention: scale must be a number or None, got scale={scale!r}")
+        raise TypeError("dot_product_attention: scale must be a number or None, got "
+                        f"scale={scale!r}")
     if not isinstance(is_causal, (bool, np.bool_)):
-        raise TypeError(f"dot_product_attention: is_causal must be a bool, got is_causal={is_causal!r}")
+        raise TypeError("dot_product_attention: is_causal must be a bool, got "
+                        f"is_causal={is_causal!r}")
     if flash_attention is not None and not isinstance(flash_attention, (bool, np.bool_)):
         raise TypeError("dot_product_attention: flash_attention must be None, True or False, "
                         f"got flash_attention={flash_attention!r}")
     scores_shape = (b, n, t, s)
     if bias is not None:
         if bias.dtype.kind != "f":
-            raise TypeError(f"dot_product_attention: bias must be floating point, got dtype {bias.dtype}")
+            raise TypeError("dot_product_attention: bias must be floating point, got dtype "
+                            f"{bias.dtype}")
         try:
             fits = bias.ndim <= 4 and np.broadcast_shapes(bias.shape, scores_shape) == scores_shape
         except ValueError:
             fits = False
         if not fits:
-            raise ValueError(f"dot_product_attention: bias of shape {bias.shape} does not broadcast to the "
-                             f"scores (B, N, T, S) = {scores_shape}")
+            raise ValueError(f"dot_product_attention: bias of shape {bias.shape} does not "
+                             f"broadcast to the scores (B, N, T, S) = {scores_shape}")
     if mask is not None:
         mask = as_mask(mask, query.xp, scores_shape, "dot_product_attention: mask (B, N, T, S)")
     return scores_shape, mask
@@ -86,12 +91,13 @@ def dot_product_attention(query, key, value, bias=None, mask=None, scale=None, i
 
     from ..kernels import kernels_enabled
     from ..kernels.blocked_attention import AUTO_MIN_SCORES, blocked_attention
-    if kernels_enabled() and flash_attention is not False and (flash_attention or t * s >= AUTO_MIN_SCORES):
+    if (kernels_enabled() and flash_attention is not False
+            and (flash_attention or t * s >= AUTO_MIN_SCORES)):
         masks = () if mask is None else (mask,)
         biases = () if bias is None else (bias,)
         perm = (0, 2, 1, 3)
-        return blocked_attention(query, key, value, (perm, perm, perm, (b, n), (t,), (s,)), scale=scale,
-                                 biases=biases, masks=masks, causal=is_causal)
+        return blocked_attention(query, key, value, (perm, perm, perm, (b, n), (t,), (s,)),
+                                 scale=scale, biases=biases, masks=masks, causal=is_causal)
 
     # the reference composition
     scores = einsum("btnh,bsnh->bnts", query, key, scale=scale)

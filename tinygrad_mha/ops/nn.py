@@ -97,7 +97,8 @@ def dropout(x, rate, training=True, seed=None) -> Tensor:
 
     ``seed`` is an int (the same int gives the same mask), a host generator from
     ``backend.make_generator`` (a layer's own stream), or None (the shared host generator,
-    seeded by ``tm.set_seed``). Masks are the same on cpu and cuda. The gradient is the same mask times the upstream gradient.
+    seeded by ``tm.set_seed``). Masks are the same on cpu and cuda. The gradient is the same mask
+    times the upstream gradient.
     """
     x = as_tensor(x)
     check_dropout_args(rate, seed, "dropout")
