@@ -41,6 +41,8 @@ API_NAMES = ["Tensor", "no_grad", "grad", "einsum", "matmul", "softmax", "log_so
              "MultiHeadAttention", "Dense", "Embedding", "LayerNormalization", "PositionalEncoding",
              "Sequential", "Model", "SGD", "Adam", "AdamW", "get"]
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|\w+Error: .*\n.*File \"")
+# a library warning leaking into a cell's output (a learner reads it as something gone wrong)
+STRAY_WARNING = re.compile(r"\w+Warning: ")
 
 
 def chromium() -> str:
@@ -123,6 +125,8 @@ def test_every_page_loads_without_errors_or_tracebacks(visits):
             problems.append(f"{name}: JavaScript errors {info['errors'][:3]}")
         if TRACEBACK.search(info["text"]):
             problems.append(f"{name}: shows a traceback")
+        if STRAY_WARNING.search(info["text"]):
+            problems.append(f"{name}: shows a warning: {STRAY_WARNING.search(info['text'])[0]}...")
     problems += [f"request failed: {line}" for line in visits["failed"]]
     assert not problems, "\n".join(problems)
 

@@ -24,7 +24,6 @@ import math
 import numbers
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .. import backend, losses as losses_module
 from ..tensor import Tensor, no_grad
@@ -200,6 +199,7 @@ class Model(Layer):
         rng = np.random.default_rng(seed)
         history = History()
         # tqdm.auto: one line redrawn in a terminal, one updating widget in a notebook
+        from tqdm.auto import tqdm  # here, not at import: in a kernel it looks for ipywidgets
         bar = tqdm(total=total, desc=progress_desc, disable=not progress, unit="step")
         order = None
         try:
