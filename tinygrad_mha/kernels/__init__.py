@@ -11,6 +11,10 @@ and that op's public function asks ``kernel_for("softmax")`` before running its 
 definition. ``use_kernels(False)`` (a context manager and a decorator, like ``no_grad``) or
 ``TINYGRAD_MHA_KERNELS=0`` in the environment turns every kernel off, so everything runs on
 the code the tutorials teach. Each kernel is tested against its reference op in both modes.
+
+``blocked_attention`` is the one kernel that is not a drop-in for an op call: it is a different
+algorithm for the same numbers, chosen by ``flash_attention`` (``tm.dot_product_attention``
+and ``MultiHeadAttention``) when ``kernels_enabled()``, so it is not in the registry.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import importlib
 import os
 
 # the kernel modules, imported on first use (they import ops/, which imports this seam)
-MODULES = ("contraction", "fused_attention", "softmax", "tensordot", "blocked_attention")
+MODULES = ("contraction", "fused_attention", "softmax", "tensordot")
 
 _registry: dict = {}
 _loaded = False
