@@ -365,3 +365,27 @@ def test_figures(tmp_path):
     assert (tmp_path / "long.png").stat().st_size > 3000
     path = plotting.long_attention_figure([{"T": 8, "dense_mb": 1.0, "blocked_mb": 0.5}], tmp_path / "mem.png")
     assert (tmp_path / "mem.png").stat().st_size > 3000
+
+
+
+def test_gradients_are_bitwise_reproducible_across_thread_schedules(small_blocks, monkeypatch):
+    """dq sums per-lane partials whose terms cancel (softmax gradient rows sum to zero): the
+    lanes are fixed before the pool runs and summed in lane order, so thread scheduling never
+    changes the rounding. Random sleeps in every block shuffle which thread runs what when."""
+    import random
+    import time
+    monkeypatch.setenv("TINYGRAD_MHA_THREADS", "2")
+    real = ba._part_block
+    jitter = random.Random(0)
+
+    def slow_part_block(*args):
+        time.sleep(jitter.random() / 2000)
+        return real(*args)
+    monkeypatch.setattr(ba, "_part_block", slow_part_block)
+    rng = np.random.default_rng(21)
+    inputs = _tensors(rng, "cpu", [(2, 9, 2, 3), (2, 11, 2, 3), (2, 11, 2, 4)], np.float32)
+    bias = tm.Tensor(rng.normal(size=(2, 2, 9, 11)).astype(np.float32), requires_grad=True)
+    runs = [_grads(_dpa(True, {}), inputs + [bias], np.random.default_rng(22)) for _ in range(4)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
