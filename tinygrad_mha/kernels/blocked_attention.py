@@ -49,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..backend import array_module, is_cupy_array, scatter_add, uniform_at
+from ..ops.nn import keep_multiplier
 from ..tensor import Function, Tensor, is_grad_enabled
 
 # Block sizes, measured at T=4096, E=256, 8 heads (D=32), float32, 2 threads (benchmarks/
@@ -236,8 +237,7 @@ class _Plan:
         t = xp.arange(t0, t1, dtype=xp.uint64)[None, :, None]
         s = xp.arange(s0, s1, dtype=xp.uint64)[None, None, :]
         position = (g * np.uint64(T) + t) * np.uint64(S) + s
-        keep = uniform_at(self.key, position) >= self.rate
-        return keep.astype(dtype) * dtype.type(1.0 / (1.0 - self.rate))
+        return keep_multiplier(uniform_at(self.key, position), self.rate, dtype)
 
 
 def _items(G, gc, n, b):

@@ -132,5 +132,11 @@ def dropout_scale(shape, dtype, rate: float, seed, device):
     key and each entry's position (``backend.uniform``), so it is the same on every device
     and whoever applies it (``dropout``, fused or blocked attention) can redraw it exactly.
     """
-    keep = uniform(random_key(seed), tuple(shape), device) >= rate
-    return keep.astype(dtype) * (1.0 / (1.0 - rate))
+    return keep_multiplier(uniform(random_key(seed), tuple(shape), device), rate, dtype)
+
+
+def keep_multiplier(uniforms, rate: float, dtype):
+    """1/(1 - rate) where a uniform draw is >= rate, else 0: the one rule that turns draws
+    into dropout's mask, shared by the dense path and the blocked kernel's per-block redraw."""
+    dtype = np.dtype(dtype)
+    return (uniforms >= rate).astype(dtype) * dtype.type(1.0 / (1.0 - rate))
