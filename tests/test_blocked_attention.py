@@ -137,6 +137,45 @@ def test_rows_on_wildly_different_scales(dtype, small_blocks):
                 np.testing.assert_allclose(x, y, rtol=0, atol=5e-4 * np.abs(y).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_a_block_outrunning_the_shift_is_redone(dtype, rate, small_blocks, monkeypatch, recwarn):
+    """After a row's first block the forward tries each block without its max pass. A later
+    block whose scores jump far above the shift (e^300 overflows float32; values of exactly
+    zero then give inf * 0 in the product) must be redone with the max: the same answer as
+    one block holding every key (which never tries), finite, and no floating-point warning
+    escapes. Without dropout, also the same as the dense path."""
+    rng = np.random.default_rng(21)
+    T, S = 6, 13
+    bias = np.zeros((1, 1, T, S))
+    bias[..., 0, 8:] += 300.0   # the third key block (keys 8-11) outruns the first by 300
+    bias[..., 1, 4:8] += 40.0   # past ROWSUM_LIMIT without overflowing
+    bias[..., 2, 12:] += 300.0  # only the ragged last block
+    q, k, v = _tensors(rng, "cpu", [(2, T, 2, 3), (2, S, 2, 3), (2, S, 2, 4)], dtype)
+    v.data[:, 8:10] = 0.0  # zero values meet the overflowed terms in the fast try's product
+    b = tm.Tensor(bias.astype(dtype), requires_grad=True)
+    perm = (0, 2, 1, 3)
+    layout = (perm, perm, perm, (2, 2), (T,), (S,))
+
+    def blocked(q, k, v, b):
+        key = tm.backend.random_key(np.random.default_rng(7)) if rate else None
+        return ba.blocked_attention(q, k, v, layout, scale=1 / math.sqrt(3), biases=(b,),
+                                    rate=rate, random_key=key)
+    tried = _grads(blocked, [q, k, v, b], np.random.default_rng(22))
+    monkeypatch.setattr(ba, "BLOCK_K", S)  # one key block: the max path only
+    whole = _grads(blocked, [q, k, v, b], np.random.default_rng(22))
+    assert all(np.isfinite(a).all() for a in tried)
+    atol = 1e-10 if dtype == np.float64 else 5e-4
+    for x, y in zip(tried, whole):
+        np.testing.assert_allclose(x, y, rtol=0, atol=atol * np.abs(y).max())
+    if not rate:
+        dense = _grads(lambda q, k, v, b: tm.dot_product_attention(
+            q, k, v, bias=b, flash_attention=False), [q, k, v, b], np.random.default_rng(22))
+        for x, y in zip(tried, dense):
+            np.testing.assert_allclose(x, y, rtol=0, atol=atol * np.abs(y).max())
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_dot_product_attention_matches_numpy():
     rng = np.random.default_rng(3)
     q, k, v = rng.normal(size=(1, 5, 2, 3)), rng.normal(size=(1, 6, 2, 3)), rng.normal(size=(1, 6, 2, 3))

@@ -25,18 +25,18 @@ to one thread (ufuncs and BLAS release the GIL; NumPy's elementwise passes are s
 threaded, so this is what uses the second core).
 
 What it buys, measured on the shared 2-core machine (benchmarks/bench_long.py, RESULTS.md):
-a MultiHeadAttention training step at T=4096 (B=1, E=256, 8 heads, float32) holds 87 MB
-beyond its inputs instead of 1,056 MB (0.17 of one dense (8, T, T) float32 array instead of
-2.1), T=16384 causal trains in 311-331 MB; the step is 2.7-4.3x faster than the dense path
-at T=4096. The attention core alone (forward and backward, T=4096, 8 heads) took 511 ms on 2
-threads and 894 ms on 1 in a quiet moment; its 7 block products alone are 270 ms of that on
-2 threads and its 4 remaining elementwise passes 85 ms (``bench_long.py --bound``). Against
-PyTorch's nn.MultiheadAttention step (SDPA's fused flash kernel) in the same runs: 1.6-1.8x
-at T=4096 with 2 threads (1.63-1.80x in the recorded run; 587 vs 322 ms and 382 vs 227 ms
-causal in the quietest run, 1.82x and 1.68x), 1.24-1.54x with 1 thread (two runs; 1.54x,
-1.36x causal recorded). What is left above the products and passes (about 150 ms of the
-511) is per-block overhead: ~12 NumPy calls per block, allocation of each block's arrays,
-and the two threads sharing one L3. Block sizes: see BLOCK_Q.
+a MultiHeadAttention training step at T=4096 (B=1, E=256, 8 heads, float32) holds 75 MB
+beyond its inputs instead of 1,056 MB (0.15 of one dense (8, T, T) float32 array instead of
+2.1), T=16384 trains in 282 MB, causal or not; the step is 3.8-4.5x faster than the dense
+path at T=4096. Against PyTorch's nn.MultiheadAttention step (SDPA's fused flash kernel) on
+the same 2 threads: 1.35x at T=4096 (487 vs 362 ms; 315 vs 232 ms causal, 1.36x) and 1.41x
+at T=16384 (0.92x causal). That is with OpenBLAS's idle threads told to sleep at once
+(OPENBLAS_THREAD_TIMEOUT=4, see ``_run``); with its default they spin ~0.1 s after each
+threaded product, the projections just before this kernel, and the same step measured
+1.68x (1.77x causal). The 7 block products alone are 263 ms of the step on 2 threads
+(BLAS at about 70% of the core's peak, as key_dim 32 gives each product little work per
+output) and the 3 elementwise passes 60 ms (``bench_long.py --bound``): the floor NumPy
+leaves, where PyTorch fuses its passes into its products. Block sizes: see BLOCK_Q.
 """
 
 from __future__ import annotations
@@ -66,11 +66,14 @@ BLOCK_K = 512
 BLOCK_ELEMENTS = 1 << 18  # score entries per work item: groups per chunk = this // (bq * bk)
 # flash_attention=None picks this kernel when T * S (per head) is at least this many scores.
 # Measured (bench_long.py --threshold, whole MHA step, E=256, 8 heads, 2 threads, shared
-# machine), blocked / dense time: T=512 0.85, 768 1.27, 1024 1.04, 1536 0.92, 2048 0.78.
-# Below about T=1024 it is noise either way and dense is the path learners read; from
-# about T=1450 (2**21 scores) blocked is faster every time, and its memory is O(T) from the start.
+# machine), blocked / dense time, OpenBLAS spinning by default / told to sleep: T=512
+# 0.86 / 0.90, 768 0.70 / 0.57, 1024 0.96 / 0.63, 1536 0.83 / 0.53, 2048 0.75 / 0.46.
+# Blocked was not slower anywhere, but under about T=1024 the margin is within noise, with
+# dropout the kernel draws its mask twice (forward and backward) where dense keeps it, and
+# dense is the path learners read: from about T=1450 (2**21 scores) blocked wins clearly.
 AUTO_MIN_SCORES = 1 << 21
-RESCALE_MARGIN = 8.0  # the forward's running shift may trail a row's maximum by this much
+RESCALE_MARGIN = 8.0  # the careful path raises a row's shift where a block's max passes it by this
+ROWSUM_LIMIT = 2.0 ** 24  # a block tried without its max pass is kept when its row sums stay under
 
 
 def default_threads() -> int:
@@ -119,6 +122,11 @@ def _run(items, fn, threads: int, on_cpu: bool):
     BLAS is pinned to one thread on the CPU even without the pool: a block's products are
     small, and a threaded BLAS on a busy machine spent 10-30x longer spinning than computing
     (T=4096, 2 cores shared: 20-58 s against 1.6 s pinned).
+    Pinning cannot stop BLAS threads that are already spinning: OpenBLAS's idle workers wait
+    2**28 cycles (~0.1 s, 100 ms of CPU measured) for more work after each threaded product,
+    so right after the projections they share the cores with the lanes (+35-45 ms per call
+    at T=4096 on 2 cores). OPENBLAS_THREAD_TIMEOUT=4, set before NumPy loads, puts them to
+    sleep at once; the README's Speed section says so.
     """
     lanes = 1 if not on_cpu or threads <= 1 else max(1, min(threads, len(items)))
     # dealt back and forth (0, 1, 1, 0, 0, 1, ...): with a causal mask the work per item
@@ -255,17 +263,19 @@ def _forward(plan, q, kT, v):
     lse = xp.empty((G, T, 1), dtype=dtype)
     ninf = dtype.type(-np.inf)
 
-    # The shift rides in the block product: [q, -shift] @ [k^T; 1] = q k^T - shift. The
-    # shift is raised (and l, acc rescaled) only where a block's maximum exceeds it by more
-    # than RESCALE_MARGIN, or on a row's first kept block: exp(score - shift) <= e^8 cannot
-    # overflow, and the shift is always a score seen, so the row's largest term is >= 1 and
-    # nothing underflows that matters. Usually only the first key block pays the subtraction
-    # pass (one of the four elementwise passes of every block before).
-    # Likewise the row sums: P @ [v, 1] has l in its last column (not with dropout, whose l
-    # sums the probabilities before the mask).
+    # The shift rides in the block product: [q, -shift] @ [k^T; 1] = q k^T - shift, and the
+    # row sums in the next one: P @ [v, 1] has l in its last column (not with dropout, whose l
+    # sums the probabilities before the mask). A row's shift is set from its first kept
+    # block's maximum, so it is a score seen: the row's largest term is >= 1 and nothing that
+    # matters underflows. After that a block is tried without its max pass: exp, product,
+    # and the block is kept when its row sums stay <= ROWSUM_LIMIT (so every term did). Only
+    # when a score outruns the shift by that much (or is nan) is the block redone the
+    # careful way: the shift raised to the block's maximum where that exceeds it by more
+    # than RESCALE_MARGIN, and l, acc rescaled to match.
     d = q.shape[2]
     kTa = xp.concatenate([kT, xp.ones((G, 1, S), dtype=dtype)], axis=1)
     va = xp.concatenate([v, xp.ones((G, S, 1), dtype=dtype)], axis=2)
+    limit = dtype.type(ROWSUM_LIMIT)
 
     def work(item, lane):
         g0, g1, t0, t1 = item
@@ -273,18 +283,41 @@ def _forward(plan, q, kT, v):
         qa = xp.concatenate([q[g0:g1, t0:t1], xp.zeros((n, bq, 1), dtype=dtype)], axis=2)
         neg_shift = qa[:, :, d:]  # a view: the column holds minus the shift the products subtract
         started = xp.zeros((n, bq, 1), dtype=bool)  # has the row's shift been set from a score?
+        all_started = False
         acc_l = xp.zeros((n, bq, dv + 1), dtype=dtype)
         acc, l = acc_l[:, :, :dv], acc_l[:, :, dv:]
-        for s0 in range(0, S, plan.bk):
-            s1 = min(S, s0 + plan.bk)
-            drop = plan.block_drop(xp, g0, g1, t0, t1, s0, s1)
-            if drop is False:
-                continue
+
+        def scores(s0, s1, drop):
             s = xp.matmul(qa, kTa[g0:g1, :, s0:s1])  # scores - shift
             for part in plan.biases:
                 s += _part_block(part, g0, g1, t0, t1, s0, s1)
             if drop is not None:
                 xp.copyto(s, ninf, where=drop)
+            return s
+
+        def share(p, s0, s1):
+            """A block's row sums and its share of [acc, l], from its exponentials ``p``."""
+            if plan.rate:  # l sums the probabilities before dropout's mask
+                rows = p.sum(axis=2, keepdims=True)
+                p *= plan.dropout(xp, g0, g1, t0, t1, s0, s1, dtype)
+                return rows, xp.concatenate([xp.matmul(p, v[g0:g1, s0:s1]), rows], axis=2)
+            block = xp.matmul(p, va[g0:g1, s0:s1])  # l rides in the last column
+            return block[:, :, dv:], block
+
+        for s0 in range(0, S, plan.bk):
+            s1 = min(S, s0 + plan.bk)
+            drop = plan.block_drop(xp, g0, g1, t0, t1, s0, s1)
+            if drop is False:
+                continue
+            s = scores(s0, s1, drop)
+            if all_started:  # the fast try: no max pass
+                with np.errstate(over="ignore", invalid="ignore"):  # a failed try may overflow
+                    xp.exp(s, out=s)
+                    rows, block = share(s, s0, s1)
+                if bool((rows <= limit).all()):  # false for inf and nan too
+                    acc_l += block
+                    continue
+                s = scores(s0, s1, drop)  # rare: redo it with the max
             top = s.max(axis=2, keepdims=True)
             raise_ = (top > RESCALE_MARGIN) | (~started & (top > ninf))
             if bool(raise_.any()):
@@ -294,13 +327,9 @@ def _forward(plan, q, kT, v):
                 acc_l *= xp.exp(-xp.where(started, delta, dtype.type(0)))
                 neg_shift -= delta
                 started |= raise_
+                all_started = bool(started.all())
             xp.exp(s, out=s)
-            if plan.rate:
-                l += s.sum(axis=2, keepdims=True)
-                s *= plan.dropout(xp, g0, g1, t0, t1, s0, s1, dtype)
-                acc += xp.matmul(s, v[g0:g1, s0:s1])
-            else:
-                acc_l += xp.matmul(s, va[g0:g1, s0:s1])
+            acc_l += share(s, s0, s1)[1]
         empty = l == 0  # no key kept: a zero row, and lse = +inf so backward's P is 0
         out[g0:g1, t0:t1] = acc / xp.where(empty, dtype.type(1), l)
         with np.errstate(divide="ignore"):
