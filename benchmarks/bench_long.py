@@ -36,24 +36,41 @@ from _timing import machine, pin_allocator, pin_threads, write_section  # noqa: 
 import argparse  # noqa: E402
 
 _p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-_p.add_argument("--threads", type=int, default=2, help="BLAS, PyTorch and kernel threads (default 2)")
+_p.add_argument("--threads", type=int, default=2,
+                help="BLAS, PyTorch and kernel threads (default 2)")
 _p.add_argument("--quick", action="store_true", help="T = 1024 and 4096, one round; prints only")
 _p.add_argument("--write", action="store_true", help="write RESULTS.md even with --quick")
 _p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md or plots/")
-_p.add_argument("--lengths", default=None, help="comma-separated T values (default 1024,4096,16384)")
-_p.add_argument("--rounds", type=int, default=None, help="timed rounds per length (default: 5, 3, 1)")
+_p.add_argument("--lengths", default=None,
+                help="comma-separated T values (default 1024,4096,16384)")
+_p.add_argument("--rounds", type=int, default=None,
+                help="timed rounds per length (default: 5, 3, 1)")
 _p.add_argument("--tune", action="store_true", help="time block sizes at T = 4096 and stop")
 _p.add_argument("--threshold", action="store_true", help="dense vs blocked for short T and stop")
 _p.add_argument("--bound", action="store_true",
-                help="time the kernel's block products and elementwise passes alone (T = 4096) and stop")
+                help="time the kernel's block products and elementwise passes alone "
+                     "(T = 4096) and stop")
+_p.add_argument("--blas-spin", action="store_true",
+                help="leave OpenBLAS's idle threads spinning after each product (its default)")
+_p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # rows only, for a child run
 _p.add_argument("--sizes", default=None, help=argparse.SUPPRESS)   # bench's shared options,
 _p.add_argument("--malloc", default="pinned", help=argparse.SUPPRESS)  # accepted and ignored
 ARGS = _p.parse_args(None if __name__ == "__main__" else [])
 if __name__ == "__main__":
     pin_threads(ARGS.threads)
     os.environ["TINYGRAD_MHA_THREADS"] = str(ARGS.threads)
+    # OpenBLAS's idle workers spin for 2**28 cycles (~0.1 s) after each threaded product,
+    # waiting for the next one. Right after the projections that is exactly when the
+    # blocked kernel's lanes start, so 3 busy threads shared 2 cores: +35-45 ms per kernel
+    # call at T=4096. 2**4 cycles lets them sleep at once (read when NumPy loads OpenBLAS).
+    if ARGS.blas_spin:
+        os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    elif not os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
 
 import gc  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
@@ -95,13 +112,16 @@ def torch_step(layer, x, R, causal, threads):
     w = [a.astype(np.float32) for a in layer.get_weights()]  # wq bq wk bk wv bv wo bo
     mha = torch.nn.MultiheadAttention(E, HEADS, bias=True, batch_first=True)
     with torch.no_grad():
-        mha.in_proj_weight.copy_(torch.from_numpy(np.concatenate([w[i].reshape(E, -1).T for i in (0, 2, 4)])))
-        mha.in_proj_bias.copy_(torch.from_numpy(np.concatenate([w[i].reshape(-1) for i in (1, 3, 5)])))
+        in_weight = np.concatenate([w[i].reshape(E, -1).T for i in (0, 2, 4)])
+        mha.in_proj_weight.copy_(torch.from_numpy(in_weight))
+        in_bias = np.concatenate([w[i].reshape(-1) for i in (1, 3, 5)])
+        mha.in_proj_bias.copy_(torch.from_numpy(in_bias))
         mha.out_proj.weight.copy_(torch.from_numpy(w[6].reshape(-1, E).T.copy()))
         mha.out_proj.bias.copy_(torch.from_numpy(w[7]))
     xt = torch.tensor(x.numpy(), requires_grad=True)
     Rt = torch.from_numpy(R)
-    # with need_weights=False and is_causal=True PyTorch drops the mask and runs SDPA's causal kernel
+    # with need_weights=False and is_causal=True PyTorch drops the mask and runs SDPA's causal
+    # kernel
     mask = torch.ones(T, T, dtype=torch.bool).triu(1) if causal else None
 
     def run():
@@ -135,7 +155,7 @@ def measure(lengths, rounds_for):
         for causal in (False, True):
             steps = {}
             blocked_run, layer, x, R = tm_step(T, causal, True)
-            if T <= 4096:
+            if T <= 4096 and not ARGS.json:  # (a child run only re-times blocked and torch)
                 steps["dense"] = tm_step(T, causal, False)[0]
             steps["blocked"] = blocked_run
             if torch is not None:
@@ -163,7 +183,7 @@ def measure(lengths, rounds_for):
             for name, s in samples.items():
                 row[name + "_ms"] = 1e3 * statistics.median(s)
             for name in ("dense", "blocked"):
-                if name in steps:
+                if name in steps and not ARGS.json:
                     row[name + "_mb"] = peak_extra(steps[name]) / 2**20
             row["dense_matrix_mb"] = HEADS * T * T * 4 / 2**20  # one (1, 8, T, T) float32 array
             print(row, flush=True)
@@ -225,10 +245,9 @@ def bound():
                 "backward dV += P^T dO": lambda: np.matmul(s.transpose(0, 2, 1), q[..., :D]),
                 "backward dK += dS^T q": lambda: np.matmul(s.transpose(0, 2, 1), q[..., :D]),
                 "backward dQ += dS k": lambda: np.matmul(s, v)}
-    # (the forward's subtraction of a raised shift happens in about one key block in T/BLOCK_K,
-    # its row sums ride in the P v product: neither is counted)
-    passes = {"forward row max": lambda: s.max(axis=2, keepdims=True),
-              "forward exp": lambda: np.exp(s, out=work),
+    # (the forward's row max and the subtraction of a raised shift happen in about one key
+    # block in T/BLOCK_K, its row sums ride in the P v product: none is counted)
+    passes = {"forward exp": lambda: np.exp(s, out=work),
               "backward exp": lambda: np.exp(s, out=work),
               "backward dP * P": lambda: np.multiply(s, s, out=work)}
     total, lines = {}, []
@@ -246,9 +265,10 @@ def bound():
                 us = 1e6 * min(reps)  # the best of 7: a bound, not a typical time
                 total[group] += us
                 lines.append(f"| {group} | {name} | {us:.0f} |")
-    lines.append(f"| **products** | all {len(products)}, x {blocks:.0f} blocks / {ARGS.threads} threads | "
+    per = f"x {blocks:.0f} blocks / {ARGS.threads} threads"
+    lines.append(f"| **products** | all {len(products)}, {per} | "
                  f"**{total['products'] * blocks / ARGS.threads / 1e3:.0f} ms** per step |")
-    lines.append(f"| **passes** | all {len(passes)}, x {blocks:.0f} blocks / {ARGS.threads} threads | "
+    lines.append(f"| **passes** | all {len(passes)}, {per} | "
                  f"**{total['passes'] * blocks / ARGS.threads / 1e3:.0f} ms** per step |")
     text = (f"| kind | operation on one {shape} float32 block (D = {D}) | best of 7, us |\n"
             "|---|---|---:|\n" + "\n".join(lines))
@@ -257,17 +277,37 @@ def bound():
 
 
 def table(rows) -> str:
-    head = ("| T | causal | dense ms | blocked ms | torch ms | blocked / torch | dense peak MB | "
-            "blocked peak MB | blocked peak / one T×T×8 float32 |")
-    lines = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    head = ("| T | causal | dense ms | blocked ms | torch ms | blocked / torch | "
+            "blocked / torch, BLAS spinning | dense peak MB | blocked peak MB | "
+            "blocked peak / one T×T×8 float32 |")
+    lines = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         def cell(key, fmt="{:.0f}"):
             return fmt.format(r[key]) if key in r else "-"
-        ratio = f"{r['blocked_ms'] / r['torch_ms']:.2f}x" if "torch_ms" in r else "-"
+
+        def ratio(ours, theirs):
+            return f"{r[ours] / r[theirs]:.2f}x" if ours in r and theirs in r else "-"
         lines.append(f"| {r['T']} | {'yes' if r['causal'] else 'no'} | {cell('dense_ms')} | "
-                     f"{cell('blocked_ms')} | {cell('torch_ms')} | {ratio} | {cell('dense_mb')} | "
+                     f"{cell('blocked_ms')} | {cell('torch_ms')} | "
+                     f"{ratio('blocked_ms', 'torch_ms')} | "
+                     f"{ratio('spin_blocked_ms', 'spin_torch_ms')} | {cell('dense_mb')} | "
                      f"{cell('blocked_mb')} | {r['blocked_mb'] / r['dense_matrix_mb']:.3f} |")
     return "\n".join(lines)
+
+
+def with_blas_spinning(rows, rounds):
+    """The T=4096 rows measured again in a child process where OpenBLAS keeps its default
+    spin (the setting is read once, at load), as ``spin_*`` keys of the same rows."""
+    for T in sorted({r["T"] for r in rows if r["T"] == 4096}):
+        cmd = [sys.executable, os.path.abspath(__file__), "--blas-spin", "--json", "--lengths",
+               str(T), "--rounds", str(rounds(T)), "--threads", str(ARGS.threads)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        child = json.loads(done.stdout.strip().splitlines()[-1])
+        for r in rows:
+            for c in child:
+                if (r["T"], r["causal"]) == (c["T"], c["causal"]):
+                    r.update({"spin_" + k: c[k] for k in ("blocked_ms", "torch_ms") if k in c})
+    return rows
 
 
 def main():
@@ -285,22 +325,34 @@ def main():
     def rounds_for(T):
         return ARGS.rounds or (1 if ARGS.quick else default_rounds.get(T, 1))
     rows = measure(lengths, rounds_for)
+    if ARGS.json:
+        print(json.dumps(rows))
+        return
+    if not ARGS.blas_spin and ARGS.threads > 1:  # (one BLAS thread never spins)
+        rows = with_blas_spinning(rows, rounds_for)
     bound_table = bound()
     heading = "## Long sequences: dense vs blocked attention (bench_long.py)"
     if ARGS.threads != 2:  # a run with another thread count gets a section of its own
         heading = heading[:-1] + f", --threads {ARGS.threads})"
+    torch_name = (f"(PyTorch {torch.__version__}, need_weights=False: SDPA)" if torch
+                  else "(not installed)")
     text = f"""{heading}
 
 One self-attention training step (forward, loss sum(out * R), gradients of x and all
 weights), B=1, E=256, 8 heads (key_dim 32), float32. dense = `flash_attention=False` (the
 fused dense node), blocked = `flash_attention=True` (kernels/blocked_attention.py, blocks
 {ba.BLOCK_Q}x{ba.BLOCK_K}, {ARGS.threads} threads with BLAS pinned to 1 each), torch =
-`torch.nn.MultiheadAttention` {'(PyTorch ' + torch.__version__ + ', need_weights=False: SDPA)' if torch else '(not installed)'}
+`torch.nn.MultiheadAttention` {torch_name}
 with {ARGS.threads} threads. Medians of interleaved rounds (5 at T=1024 and 4096, 1 at
 16384; 0.3 s pauses around each torch step, as its spinning OpenMP threads slow what runs
 next). Peak MB: the most tracemalloc saw held during one step beyond what was held before
 (NumPy buffers only; PyTorch's memory is invisible to it). Dense at T=16384 is skipped: its
 scores alone would take {HEADS * 16384 * 16384 * 4 / 2**30:.0f} GiB (several copies at the peak).
+OpenBLAS ran with {'its default idle-thread spin' if ARGS.blas_spin else
+'`OPENBLAS_THREAD_TIMEOUT=' + os.environ.get('OPENBLAS_THREAD_TIMEOUT', '?') + '`'}: by default
+its idle workers spin ~0.1 s after each threaded product (the projections), just when the
+kernel's lanes start, and 3 busy threads share the cores. The column "BLAS spinning" is the
+same step re-timed in a child process with that default (the setting is read at load).
 
 {table(rows)}
 
@@ -318,7 +370,8 @@ this ran: absolute times are noisy, ratios within a row (measured in the same ro
     write_section(heading, text)
     try:
         from tinygrad_mha import plotting
-        name = "long_attention.png" if ARGS.threads == 2 else f"long_attention_{ARGS.threads}thread.png"
+        name = ("long_attention.png" if ARGS.threads == 2
+                else f"long_attention_{ARGS.threads}thread.png")
         print("wrote", plotting.long_attention_figure(rows, os.path.join(ROOT, "plots", name)))
     except RuntimeError as exc:  # matplotlib missing: the table is still written
         print(f"no plot: {exc}")
