@@ -16,13 +16,16 @@ Timings are medians over interleaved rounds (dense, blocked, a 0.3 s pause, torc
 PyTorch's OpenMP threads keep spinning after each op and slowed whatever ran next 3-5x);
 T = 16384 runs blocked and torch only (dense would need ~17 GB). Peak extra memory is the
 most ``tracemalloc`` saw held during one step beyond what was held before it (NumPy's
-buffers; PyTorch's are not visible to it), in a separate pass.
+buffers; PyTorch's are not visible to it), in a separate pass. OpenBLAS's idle threads are
+told to sleep at once (``OPENBLAS_THREAD_TIMEOUT=4``, see below); the T = 4096 rows are
+re-timed in a child process that leaves them spinning, OpenBLAS's default.
 
     python benchmarks/bench_long.py               # full run, rewrites its section of RESULTS.md
     python benchmarks/bench_long.py --quick       # T = 1024 and 4096, one round, prints only
     python benchmarks/bench_long.py --tune        # block sizes of the kernel at T = 4096
     python benchmarks/bench_long.py --threshold   # dense vs blocked step for T = 256 .. 2048
     python benchmarks/bench_long.py --bound       # what bounds the kernel: products vs passes
+    python benchmarks/bench_long.py --blas-spin   # OpenBLAS's idle threads left spinning
 """
 
 from __future__ import annotations
@@ -295,18 +298,18 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-def with_blas_spinning(rows, rounds):
+def with_blas_spinning(rows, rounds, T=4096):
     """The T=4096 rows measured again in a child process where OpenBLAS keeps its default
     spin (the setting is read once, at load), as ``spin_*`` keys of the same rows."""
-    for T in sorted({r["T"] for r in rows if r["T"] == 4096}):
-        cmd = [sys.executable, os.path.abspath(__file__), "--blas-spin", "--json", "--lengths",
-               str(T), "--rounds", str(rounds(T)), "--threads", str(ARGS.threads)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        child = json.loads(done.stdout.strip().splitlines()[-1])
-        for r in rows:
-            for c in child:
-                if (r["T"], r["causal"]) == (c["T"], c["causal"]):
-                    r.update({"spin_" + k: c[k] for k in ("blocked_ms", "torch_ms") if k in c})
+    if not any(r["T"] == T for r in rows):
+        return rows
+    cmd = [sys.executable, os.path.abspath(__file__), "--blas-spin", "--json", "--lengths",
+           str(T), "--rounds", str(rounds(T)), "--threads", str(ARGS.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    child = {(c["T"], c["causal"]): c for c in json.loads(done.stdout.splitlines()[-1])}
+    for r in rows:
+        c = child.get((r["T"], r["causal"]), {})
+        r.update({"spin_" + k: c[k] for k in ("blocked_ms", "torch_ms") if k in c})
     return rows
 
 
@@ -336,6 +339,16 @@ def main():
         heading = heading[:-1] + f", --threads {ARGS.threads})"
     torch_name = (f"(PyTorch {torch.__version__}, need_weights=False: SDPA)" if torch
                   else "(not installed)")
+    if ARGS.threads == 1:
+        blas_note = ("OpenBLAS ran on one thread, which never spins: the \"BLAS spinning\" "
+                     "column is left empty.")
+    else:
+        setting = ("its default idle-thread spin" if ARGS.blas_spin else
+                   f"`OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT')}`")
+        blas_note = f"""OpenBLAS ran with {setting}: by default
+its idle workers spin ~0.1 s after each threaded product (the projections), just when the
+kernel's lanes start, and 3 busy threads share the cores. The column "BLAS spinning" is the
+same step re-timed in a child process with that default (the setting is read at load)."""
     text = f"""{heading}
 
 One self-attention training step (forward, loss sum(out * R), gradients of x and all
@@ -348,11 +361,7 @@ with {ARGS.threads} threads. Medians of interleaved rounds (5 at T=1024 and 4096
 next). Peak MB: the most tracemalloc saw held during one step beyond what was held before
 (NumPy buffers only; PyTorch's memory is invisible to it). Dense at T=16384 is skipped: its
 scores alone would take {HEADS * 16384 * 16384 * 4 / 2**30:.0f} GiB (several copies at the peak).
-OpenBLAS ran with {'its default idle-thread spin' if ARGS.blas_spin else
-'`OPENBLAS_THREAD_TIMEOUT=' + os.environ.get('OPENBLAS_THREAD_TIMEOUT', '?') + '`'}: by default
-its idle workers spin ~0.1 s after each threaded product (the projections), just when the
-kernel's lanes start, and 3 busy threads share the cores. The column "BLAS spinning" is the
-same step re-timed in a child process with that default (the setting is read at load).
+{blas_note}
 
 {table(rows)}
 
