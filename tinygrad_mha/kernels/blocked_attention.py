@@ -29,11 +29,11 @@ a MultiHeadAttention training step at T=4096 (B=1, E=256, 8 heads, float32) hold
 beyond its inputs instead of 1,056 MB (0.15 of one dense (8, T, T) float32 array instead of
 2.1), T=16384 trains in 282 MB, causal or not; the step is 3.8-4.5x faster than the dense
 path at T=4096. Against PyTorch's nn.MultiheadAttention step (SDPA's fused flash kernel) on
-the same 2 threads: 1.35x at T=4096 (487 vs 362 ms; 315 vs 232 ms causal, 1.36x) and 1.41x
-at T=16384 (0.92x causal). That is with OpenBLAS's idle threads told to sleep at once
-(OPENBLAS_THREAD_TIMEOUT=4, see ``_run``); with its default they spin ~0.1 s after each
-threaded product, the projections just before this kernel, and the same step measured
-1.68x (1.77x causal). The 7 block products alone are 263 ms of the step on 2 threads
+the same 2 threads, five runs: 1.35-1.44x at T=4096 (487 vs 362 ms recorded) and 1.34-1.39x
+causal; 1.41x at T=16384 (0.92x causal). That is with OpenBLAS's idle threads told to sleep
+at once (OPENBLAS_THREAD_TIMEOUT=4, see ``_run``); with its default they spin ~0.1 s after
+each threaded product, the projections just before this kernel, and the same step measured
+1.65-1.82x. The 7 block products alone are 263 ms of the step on 2 threads
 (BLAS at about 70% of the core's peak, as key_dim 32 gives each product little work per
 output) and the 3 elementwise passes 60 ms (``bench_long.py --bound``): the floor NumPy
 leaves, where PyTorch fuses its passes into its products. Block sizes: see BLOCK_Q.
