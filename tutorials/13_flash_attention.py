@@ -206,7 +206,10 @@ print("|blocked backward - engine| for dq, dk, dv:", [f"{e:.1e}" for e in backwa
 # sliced per block, query/key masks, causal and sliding-window bands made per block (skipping
 # the blocks they mask entirely), dropout (its mask redrawn per block from the position of
 # each score, so it equals the dense path's), N-D attention axes, float16/32/64, NumPy and
-# CuPy. On the CPU it runs blocks on two threads with BLAS pinned to one thread each.
+# CuPy. On the CPU it runs blocks on two threads with BLAS pinned to one thread each (and
+# asks one thing of you: `OPENBLAS_THREAD_TIMEOUT=4` in the environment before NumPy starts,
+# or NumPy's own BLAS threads keep spinning beside them after every projection; the README's
+# Speed section has the numbers).
 #
 # Three changes to the forward loop of section 3 buy its speed, each saving a pass over a block:
 # the running shift rides in the score product (`[q, -m] @ [k^T; 1] = q k^T - m`), the row
