@@ -34,7 +34,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import machine, pin_allocator, pin_threads, write_section  # noqa: E402
+from _timing import machine, pin_allocator, pin_threads, sample, write_section  # noqa: E402
 
 import argparse  # noqa: E402
 
@@ -259,13 +259,7 @@ def bound():
             total[group] = 0.0
             for name, fn in ops.items():
                 fn()
-                reps = []
-                for _ in range(7):
-                    start = time.perf_counter()
-                    for _ in range(20):
-                        fn()
-                    reps.append((time.perf_counter() - start) / 20)
-                us = 1e6 * min(reps)  # the best of 7: a bound, not a typical time
+                us = 1e6 * min(sample(fn, 20) for _ in range(7))  # best of 7: a bound
                 total[group] += us
                 lines.append(f"| {group} | {name} | {us:.0f} |")
     per = f"x {blocks:.0f} blocks / {ARGS.threads} threads"
